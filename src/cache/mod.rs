@@ -1,0 +1,250 @@
+//! The shared [`Cache`] handle, its builder, and its statistics.
+
+pub(crate) mod stats;
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::invalidate::Target;
+use crate::store::MemoryStore;
+use stats::{Counters, Stats};
+
+/// Bytes allowed for an entry's key and headers on top of its body when
+/// sizing the memory store's shards.
+const HEADROOM: u64 = 16 << 10;
+
+/// The cache's time: milliseconds on a wall-clock scale, advanced by
+/// tokio's monotonic clock (so a paused test clock moves it too).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base_ms: u64,
+    start: Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let base_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            base_ms,
+            start: Instant::now(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// Builds a [`Cache`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    max_bytes: u64,
+    max_body_bytes: usize,
+    max_key_bytes: usize,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 << 20,
+            max_body_bytes: 1 << 20,
+            max_key_bytes: 8 << 10,
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// The memory bound, in bytes, weighing each entry's key, headers and
+    /// body (default 64 MiB).
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The largest body stored (default 1 MiB). Larger bodies stream to the
+    /// client untouched and are not stored.
+    pub fn max_body_bytes(mut self, max_body_bytes: usize) -> Self {
+        self.max_body_bytes = max_body_bytes;
+        self
+    }
+
+    /// The longest path plus query the cache will key (default 8 KiB).
+    /// Longer request targets bypass the cache and are counted as
+    /// `uri-too-long`.
+    pub fn max_key_bytes(mut self, max_key_bytes: usize) -> Self {
+        self.max_key_bytes = max_key_bytes;
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Errors
+    ///
+    /// When `max_bytes` cannot hold even one entry of `max_body_bytes`.
+    pub fn try_build(self) -> Result<Cache, BuildError> {
+        let clock = Clock::new();
+        let largest = self.max_body_bytes as u64 + self.max_key_bytes as u64 + HEADROOM;
+        let memory = MemoryStore::new(self.max_bytes, largest, clock).map_err(BuildError)?;
+        Ok(Cache {
+            shared: Arc::new(Shared {
+                memory,
+                clock,
+                totals: Counters::default(),
+                routes: Mutex::new(HashMap::new()),
+                invalidations: AtomicU64::new(0),
+                max_body_bytes: self.max_body_bytes,
+                max_key_bytes: self.max_key_bytes,
+            }),
+        })
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Panics
+    ///
+    /// When `max_bytes` cannot hold even one entry of `max_body_bytes`; see
+    /// [`try_build`](Self::try_build).
+    pub fn build(self) -> Cache {
+        match self.try_build() {
+            Ok(cache) => cache,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// The cache could not be built with the settings given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError(String);
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+pub(crate) struct Shared {
+    pub(crate) memory: MemoryStore,
+    pub(crate) clock: Clock,
+    pub(crate) totals: Counters,
+    routes: Mutex<HashMap<Arc<str>, Arc<Counters>>>,
+    invalidations: AtomicU64,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) max_key_bytes: usize,
+}
+
+/// A shared response cache: the store, the invalidation index and the
+/// statistics.
+///
+/// Cloning is cheap (an `Arc`), and every clone sees the same entries:
+/// build one, then hand it to each [`CacheLayer`](crate::CacheLayer) and
+/// `InvalidateOn` that should share it.
+///
+/// ```
+/// use tower_response_cache::Cache;
+///
+/// let cache = Cache::builder()
+///     .max_bytes(64 << 20)
+///     .max_body_bytes(1 << 20)
+///     .build();
+/// assert_eq!(cache.stats().entries, 0);
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("store", &self.shared.memory)
+            .field("max_body_bytes", &self.shared.max_body_bytes)
+            .finish()
+    }
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache::builder().build()
+    }
+}
+
+impl Cache {
+    /// Starts a builder (64 MiB, 1 MiB bodies, 8 KiB keys).
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    /// The counters of a route pattern, shared by every layer naming it.
+    pub(crate) fn route_counters(&self, pattern: &Arc<str>) -> Arc<Counters> {
+        let mut routes = self.shared.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes.entry(pattern.clone()).or_default().clone()
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> Stats {
+        let routes: BTreeMap<String, _> = self
+            .shared
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.snapshot()))
+            .collect();
+        let memory = &self.shared.memory;
+        Stats {
+            totals: self.shared.totals.snapshot(),
+            routes,
+            entries: memory.len() as u64,
+            bytes: memory.bytes(),
+            evictions: memory.evictions(),
+            invalidations: self.shared.invalidations.load(Ordering::Relaxed),
+            index_records: memory.index.len() as u64,
+        }
+    }
+
+    /// Flushes every entry whose path lies under `prefix`, on whole
+    /// segments: `/products` covers `/products`, `/products/42` and
+    /// `/products?page=2`, never `/products-archive`; `/` covers
+    /// everything. Every scope (every user's entry) on those paths goes.
+    ///
+    /// Costs O(1) whatever the number of entries: the flush is a record
+    /// checked when an entry is next looked up.
+    pub fn invalidate_prefix(&self, prefix: &str) {
+        self.invalidate(&[Target::prefix(prefix)]);
+    }
+
+    /// Flushes every entry carrying `tag`. Tags double as named events: a
+    /// read route tagged `order.created` is flushed by whatever flushes
+    /// that tag.
+    pub fn invalidate_tag(&self, tag: &str) {
+        self.invalidate(&[Target::tag(tag)]);
+    }
+
+    /// Flushes everything.
+    pub fn invalidate_all(&self) {
+        self.invalidate(&[Target::prefix("/")]);
+    }
+
+    /// Flushes every target at once (one generation), and returns that
+    /// generation.
+    pub fn invalidate(&self, targets: &[Target]) -> u64 {
+        let generation = self.shared.memory.invalidate_now(targets);
+        self.shared
+            .invalidations
+            .fetch_add(targets.len() as u64, Ordering::Relaxed);
+        tracing::debug!(?targets, generation, "cache invalidated");
+        generation
+    }
+}

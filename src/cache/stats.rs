@@ -1,0 +1,201 @@
+//! Hit, miss, store and bypass counters, and their snapshots.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a request was not answered from the cache, or why a response was
+/// not stored. The token is what `Cache-Status` says after `detail=` and
+/// what [`Counts::bypasses`] and [`Counts::not_stored`] are keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Reason {
+    // Request side: the cache was not consulted.
+    Method,
+    Authorization,
+    Cookie,
+    NoRule,
+    NoScope,
+    UriTooLong,
+    UriMalformed,
+    StoreError,
+    // Response side: forwarded, not stored.
+    Head,
+    Status,
+    SetCookie,
+    CacheControl,
+    VaryStar,
+    EventStream,
+    TooLarge,
+    BodyError,
+    Incomplete,
+    Handler,
+    Trailers,
+    Rejected,
+    Invalidated,
+}
+
+impl Reason {
+    const ALL: [Reason; 21] = [
+        Reason::Method,
+        Reason::Authorization,
+        Reason::Cookie,
+        Reason::NoRule,
+        Reason::NoScope,
+        Reason::UriTooLong,
+        Reason::UriMalformed,
+        Reason::StoreError,
+        Reason::Head,
+        Reason::Status,
+        Reason::SetCookie,
+        Reason::CacheControl,
+        Reason::VaryStar,
+        Reason::EventStream,
+        Reason::TooLarge,
+        Reason::BodyError,
+        Reason::Incomplete,
+        Reason::Handler,
+        Reason::Trailers,
+        Reason::Rejected,
+        Reason::Invalidated,
+    ];
+
+    /// The token written in `Cache-Status` and used as a stats key.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reason::Method => "method",
+            Reason::Authorization => "authorization",
+            Reason::Cookie => "cookie",
+            Reason::NoRule => "no-rule",
+            Reason::NoScope => "no-scope",
+            Reason::UriTooLong => "uri-too-long",
+            Reason::UriMalformed => "uri-malformed",
+            Reason::StoreError => "store-error",
+            Reason::Head => "head",
+            Reason::Status => "status",
+            Reason::SetCookie => "set-cookie",
+            Reason::CacheControl => "cache-control",
+            Reason::VaryStar => "vary-star",
+            Reason::EventStream => "event-stream",
+            Reason::TooLarge => "too-large",
+            Reason::BodyError => "body-error",
+            Reason::Incomplete => "incomplete",
+            Reason::Handler => "handler",
+            Reason::Trailers => "trailers",
+            Reason::Rejected => "rejected",
+            Reason::Invalidated => "invalidated",
+        }
+    }
+
+    /// Request-side reasons are bypasses; the rest say why a forwarded
+    /// response was not stored.
+    pub(crate) fn is_bypass(self) -> bool {
+        (self as u8) <= Reason::StoreError as u8
+    }
+}
+
+/// Live counters, shared by every clone of a cache (totals) or of a route.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) stores: AtomicU64,
+    pub(crate) rejected_inserts: AtomicU64,
+    pub(crate) stale_dropped: AtomicU64,
+    reasons: [AtomicU64; Reason::ALL.len()],
+}
+
+impl Counters {
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn reason(&self, reason: Reason) {
+        self.reasons[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Counts {
+        let mut bypasses = BTreeMap::new();
+        let mut not_stored = BTreeMap::new();
+        for r in Reason::ALL {
+            let n = self.reasons[r as usize].load(Relaxed);
+            if n > 0 {
+                if r.is_bypass() {
+                    bypasses.insert(r.as_str(), n);
+                } else {
+                    not_stored.insert(r.as_str(), n);
+                }
+            }
+        }
+        Counts {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            stores: self.stores.load(Relaxed),
+            rejected_inserts: self.rejected_inserts.load(Relaxed),
+            stale_dropped: self.stale_dropped.load(Relaxed),
+            bypasses,
+            not_stored,
+        }
+    }
+}
+
+/// Request counters, for the whole cache or for one route pattern.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Requests answered from the store.
+    pub hits: u64,
+    /// Cacheable requests that found no usable entry and went to the origin.
+    pub misses: u64,
+    /// Responses stored.
+    pub stores: u64,
+    /// Responses the store refused (heavier than one memory shard can hold).
+    pub rejected_inserts: u64,
+    /// Entries found invalidated on lookup and removed.
+    pub stale_dropped: u64,
+    /// Requests that bypassed the cache, by reason (`authorization`,
+    /// `method`, `uri-too-long`, ...).
+    pub bypasses: BTreeMap<&'static str, u64>,
+    /// Forwarded responses that were not stored, by reason (`status`,
+    /// `set-cookie`, `too-large`, ...).
+    pub not_stored: BTreeMap<&'static str, u64>,
+}
+
+impl Counts {
+    /// All bypasses, whatever the reason.
+    pub fn bypassed(&self) -> u64 {
+        self.bypasses.values().sum()
+    }
+
+    /// Hits over hits plus misses (0 when neither happened).
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// A snapshot of a cache's statistics, from [`Cache::stats`](crate::Cache::stats).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Counters over every route.
+    pub totals: Counts,
+    /// The same counters per route pattern (`/products/{id}`; `*` for a
+    /// layer's fallback `ttl`).
+    pub routes: BTreeMap<String, Counts>,
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes held, as the store weighs them (key, headers, body, bookkeeping).
+    pub bytes: u64,
+    /// Entries evicted to stay within `max_bytes`.
+    pub evictions: u64,
+    /// Invalidations made (prefixes, tags, whole-cache flushes).
+    pub invalidations: u64,
+    /// Invalidation records currently kept in the index.
+    pub index_records: u64,
+}

@@ -1,0 +1,5 @@
+//! Invalidation: the generation index and [`Target`]s.
+
+pub(crate) mod index;
+
+pub use index::Target;

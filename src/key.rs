@@ -1,0 +1,201 @@
+//! Key building and normalisation.
+//!
+//! A key is the path, then `?` and the query with its pairs sorted by name
+//! (a stable sort, so repeated names keep their order) and ignored
+//! parameters dropped; then the values of the policy's key headers; then
+//! the scope. Keys longer than [`HASH_ABOVE`] bytes are looked up by a
+//! 128-bit hash and the full key is compared against the one kept in the
+//! entry, so a collision can never serve the wrong response.
+
+use std::fmt::Write as _;
+
+use http::{HeaderMap, HeaderName};
+
+use crate::policy::RoutePolicy;
+
+/// Keys longer than this are stored under a hash of themselves.
+pub(crate) const HASH_ABOVE: usize = 200;
+
+/// Why a request could not be keyed (it is then served by the inner
+/// service, untouched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyError {
+    /// Path plus query longer than the cache's `max_key_bytes`.
+    TooLong,
+    /// Invalid percent-encoding, or an encoded NUL.
+    Malformed,
+}
+
+/// A request's cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CacheKey {
+    /// The full key.
+    pub(crate) full: String,
+    /// The hashed form, when the full key is long.
+    pub(crate) hashed: Option<Box<str>>,
+}
+
+impl CacheKey {
+    fn finish(full: String) -> Self {
+        let hashed = (full.len() > HASH_ABOVE).then(|| {
+            let h = xxhash_rust::xxh3::xxh3_128(full.as_bytes());
+            format!("#{h:032x}").into_boxed_str()
+        });
+        Self { full, hashed }
+    }
+
+    /// The string the store indexes by.
+    pub(crate) fn lookup(&self) -> &str {
+        self.hashed.as_deref().unwrap_or(&self.full)
+    }
+
+    /// The key of one variant of a response that varies on `names`.
+    pub(crate) fn variant(&self, names: &[HeaderName], headers: &HeaderMap) -> CacheKey {
+        let mut full = String::with_capacity(self.full.len() + 32);
+        full.push_str(&self.full);
+        full.push_str("\nvary");
+        push_headers(&mut full, names, headers);
+        Self::finish(full)
+    }
+}
+
+/// Checks percent-encoding: every `%` is followed by two hex digits, and
+/// `%00` (an encoded NUL) is refused.
+fn well_formed(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if i + 2 >= b.len() {
+                return false;
+            }
+            let (h, l) = (b[i + 1], b[i + 2]);
+            if !h.is_ascii_hexdigit() || !l.is_ascii_hexdigit() || (h == b'0' && l == b'0') {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap) {
+    for name in names {
+        out.push('\n');
+        out.push_str(name.as_str());
+        out.push(':');
+        let mut first = true;
+        for value in headers.get_all(name) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            // Header values cannot hold newlines; bytes that are not visible
+            // ASCII are written escaped so that distinct values stay distinct.
+            for &b in value.as_bytes() {
+                if (0x20..0x7f).contains(&b) && b != b'\\' {
+                    out.push(b as char);
+                } else {
+                    let _ = write!(out, "\\x{b:02x}");
+                }
+            }
+        }
+    }
+}
+
+/// Builds the key of a GET or HEAD request.
+pub(crate) fn build(
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    policy: &RoutePolicy,
+    scope: Option<&str>,
+    max_key_bytes: usize,
+) -> Result<CacheKey, KeyError> {
+    let query = query.unwrap_or("");
+    if path.len() + query.len() > max_key_bytes {
+        return Err(KeyError::TooLong);
+    }
+    if !well_formed(path) || !well_formed(query) {
+        return Err(KeyError::Malformed);
+    }
+    let mut full = String::with_capacity(path.len() + query.len() + 2);
+    full.push_str(path);
+    if !query.is_empty() {
+        let mut pairs: Vec<(&str, &str)> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').map_or((p, p), |(n, _)| (n, p)))
+            .filter(|(name, _)| !policy.ignores(name))
+            .collect();
+        if !pairs.is_empty() {
+            // A stable sort: repeated names keep their relative order.
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+            full.push('?');
+            for (i, (_, pair)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    full.push('&');
+                }
+                full.push_str(pair);
+            }
+        }
+    }
+    if !policy.key_headers.is_empty() {
+        full.push_str("\nh");
+        push_headers(&mut full, &policy.key_headers, headers);
+    }
+    if let Some(scope) = scope {
+        // Length-prefixed, so no scope value can forge another key's shape.
+        let _ = write!(full, "\n@{}:", scope.len());
+        full.push_str(scope);
+    }
+    Ok(CacheKey::finish(full))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(path: &str, query: Option<&str>, policy: &RoutePolicy) -> Result<CacheKey, KeyError> {
+        build(path, query, &HeaderMap::new(), policy, None, 8192)
+    }
+
+    #[test]
+    fn query_is_sorted_stably_and_filtered() {
+        let p = RoutePolicy::ttl(Duration::from_secs(1)).ignore_query_params(["utm_*", "fbclid"]);
+        let a = key("/p", Some("b=2&a=1&a=0&utm_source=x&fbclid=9"), &p).unwrap();
+        assert_eq!(a.full, "/p?a=1&a=0&b=2");
+        let b = key("/p", Some("a=1&utm_medium=y&b=2&a=0"), &p).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(key("/p", Some(""), &p).unwrap(), key("/p", None, &p).unwrap());
+        assert_eq!(key("/p", Some("utm_x=1"), &p).unwrap().full, "/p");
+    }
+
+    #[test]
+    fn malformed_and_long() {
+        let p = RoutePolicy::ttl(Duration::from_secs(1));
+        assert_eq!(key("/p", Some("a=%zz"), &p), Err(KeyError::Malformed));
+        assert_eq!(key("/p", Some("a=%0"), &p), Err(KeyError::Malformed));
+        assert_eq!(key("/p", Some("a=%"), &p), Err(KeyError::Malformed));
+        assert_eq!(key("/p%00", None, &p), Err(KeyError::Malformed));
+        assert!(key("/p", Some("a=%41"), &p).is_ok());
+        let long = "a=".to_owned() + &"x".repeat(9000);
+        assert_eq!(key("/p", Some(&long), &p), Err(KeyError::TooLong));
+        let medium = "a=".to_owned() + &"x".repeat(500);
+        let k = key("/p", Some(&medium), &p).unwrap();
+        assert!(k.hashed.is_some());
+        assert_eq!(k.lookup().len(), 33);
+    }
+
+    #[test]
+    fn scope_cannot_forge_another_key() {
+        let p = RoutePolicy::ttl(Duration::from_secs(1));
+        let h = HeaderMap::new();
+        let a = build("/p", None, &h, &p, Some("u1"), 8192).unwrap();
+        let b = build("/p", None, &h, &p, Some("u1\n@2:u1"), 8192).unwrap();
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,17 @@
+//! [`CacheLayer`]: the response cache middleware.
+//!
+//! `CacheLayer` makes [`CacheService`], whose [`ResponseFuture`] either
+//! answers from the store without calling the inner service (a hit) or
+//! forwards the request and, when the response may be stored, copies its
+//! body as it streams to the client ([`CacheBody`]).
+
+#[allow(clippy::module_inception)]
+mod layer;
+mod body;
+mod future;
+mod service;
+
+pub use body::CacheBody;
+pub use future::ResponseFuture;
+pub use layer::CacheLayer;
+pub use service::CacheService;

@@ -1,0 +1,277 @@
+//! Route rules: what is cached, for how long, and under which key.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderName, StatusCode};
+
+/// The statuses RFC 9110 (section 15.1) calls heuristically cacheable, less
+/// `206 Partial Content`, which this cache never stores.
+pub const DEFAULT_STATUSES: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+type ScopeFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
+
+/// How one route is cached: its TTL, the tags its entries carry, and what
+/// goes into its key.
+///
+/// A [`Duration`] converts into a policy with only a TTL, so
+/// `CacheLayer::route("/config", Duration::from_secs(600))` and
+/// `CacheLayer::route("/config", RoutePolicy::ttl(Duration::from_secs(600)))`
+/// mean the same.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_response_cache::RoutePolicy;
+///
+/// let policy = RoutePolicy::ttl(Duration::from_secs(30))
+///     .tags(["dashboard"])
+///     .ignore_query_params(["utm_*", "fbclid"])
+///     .key_headers(["accept-language"])
+///     .scope(|parts| {
+///         parts
+///             .headers
+///             .get("x-user-id")
+///             .and_then(|v| v.to_str().ok())
+///             .map(str::to_owned)
+///     });
+/// # let _ = policy;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RoutePolicy {
+    pub(crate) ttl: Duration,
+    pub(crate) tags: Arc<[Box<str>]>,
+    pub(crate) ignore_exact: Arc<[Box<str>]>,
+    pub(crate) ignore_prefix: Arc<[Box<str>]>,
+    pub(crate) key_headers: Arc<[HeaderName]>,
+    pub(crate) scope: Option<Arc<ScopeFn>>,
+    pub(crate) statuses: Arc<[u16]>,
+}
+
+impl RoutePolicy {
+    /// A policy that keeps responses for `ttl`, with the default key (path
+    /// plus normalised query) and the default statuses.
+    pub fn ttl(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            tags: Arc::new([]),
+            ignore_exact: Arc::new([]),
+            ignore_prefix: Arc::new([]),
+            key_headers: Arc::new([]),
+            scope: None,
+            statuses: Arc::new(DEFAULT_STATUSES),
+        }
+    }
+
+    /// Tags every entry of this route carries; flushing a tag (with
+    /// `InvalidateOn` or [`Cache::invalidate_tag`](crate::Cache::invalidate_tag))
+    /// drops them all.
+    pub fn tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags = tags
+            .into_iter()
+            .map(|t| t.into().into_boxed_str())
+            .collect();
+        self
+    }
+
+    /// Query parameters left out of the key: exact names (`fbclid`), or
+    /// prefixes written with a trailing `*` (`utm_*`).
+    pub fn ignore_query_params<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        let (mut exact, mut prefix) = (Vec::new(), Vec::new());
+        for name in names {
+            let name = name.into();
+            match name.strip_suffix('*') {
+                Some(p) => prefix.push(p.to_owned().into_boxed_str()),
+                None => exact.push(name.into_boxed_str()),
+            }
+        }
+        self.ignore_exact = exact.into();
+        self.ignore_prefix = prefix.into();
+        self
+    }
+
+    /// Request headers whose values become part of the key (for example
+    /// `accept-language`): each value gets its own entry.
+    ///
+    /// # Panics
+    ///
+    /// When a name is not a valid header name.
+    pub fn key_headers<I, T>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        let mut names: Vec<HeaderName> = names
+            .into_iter()
+            .map(|n| {
+                HeaderName::from_bytes(n.as_ref().as_bytes())
+                    .unwrap_or_else(|_| panic!("invalid key header name {:?}", n.as_ref()))
+            })
+            .collect();
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        names.dedup();
+        self.key_headers = names.into();
+        self
+    }
+
+    /// A key part computed from the request (a user id, a tenant): each
+    /// value gets its own entries, and a request for which the closure
+    /// returns `None` is not cached.
+    ///
+    /// A route with a scope caches requests that carry `Authorization` or
+    /// `Cookie`; without one they bypass the cache, so one user's response
+    /// never reaches another. The closure must tell users apart by what
+    /// authenticates them, not by anything a client may claim freely.
+    pub fn scope<F>(mut self, scope: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.scope = Some(Arc::new(scope));
+        self
+    }
+
+    /// The response statuses that may be stored (default:
+    /// [`DEFAULT_STATUSES`]). `206` is never stored.
+    pub fn statuses<I>(mut self, statuses: I) -> Self
+    where
+        I: IntoIterator<Item = StatusCode>,
+    {
+        let mut s: Vec<u16> = statuses
+            .into_iter()
+            .map(|s| s.as_u16())
+            .filter(|&s| s != 206)
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        self.statuses = s.into();
+        self
+    }
+
+    /// The TTL of this policy.
+    pub fn get_ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub(crate) fn status_allowed(&self, status: StatusCode) -> bool {
+        self.statuses.contains(&status.as_u16())
+    }
+
+    pub(crate) fn ignores(&self, name: &str) -> bool {
+        self.ignore_exact.iter().any(|n| &**n == name)
+            || self.ignore_prefix.iter().any(|p| name.starts_with(&**p))
+    }
+}
+
+impl From<Duration> for RoutePolicy {
+    fn from(ttl: Duration) -> Self {
+        RoutePolicy::ttl(ttl)
+    }
+}
+
+impl fmt::Debug for RoutePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutePolicy")
+            .field("ttl", &self.ttl)
+            .field("tags", &self.tags)
+            .field("ignore_exact", &self.ignore_exact)
+            .field("ignore_prefix", &self.ignore_prefix)
+            .field("key_headers", &self.key_headers)
+            .field("scope", &self.scope.as_ref().map(|_| "Fn(&Parts)"))
+            .field("statuses", &self.statuses)
+            .finish()
+    }
+}
+
+/// Response extension: a handler sets the TTL of its own response,
+/// overriding the route's.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{response::IntoResponse, Extension};
+/// use tower_response_cache::CacheTtl;
+///
+/// async fn handler() -> impl IntoResponse {
+///     (Extension(CacheTtl(Duration::from_secs(5))), "short-lived")
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheTtl(pub Duration);
+
+/// Response extension: tags added to the route's for this response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheTags(pub Vec<String>);
+
+/// Response extension: this response is never stored, whatever the route
+/// says. It still reaches the client untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoStore;
+
+/// The compiled rules of one `CacheLayer`: axum-style patterns to policies.
+#[derive(Clone)]
+pub(crate) struct Rules {
+    router: matchit::Router<usize>,
+    pub(crate) routes: Vec<CompiledRoute>,
+}
+
+/// One pattern with its policy and its statistics.
+#[derive(Clone)]
+pub(crate) struct CompiledRoute {
+    pub(crate) pattern: Arc<str>,
+    pub(crate) policy: RoutePolicy,
+    pub(crate) stats: Arc<crate::cache::stats::Counters>,
+}
+
+impl Rules {
+    pub(crate) fn new() -> Self {
+        Self {
+            router: matchit::Router::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// Adds a pattern; a pattern given twice replaces the first policy.
+    pub(crate) fn insert(&mut self, route: CompiledRoute) -> Result<(), matchit::InsertError> {
+        if let Some(existing) = self
+            .routes
+            .iter_mut()
+            .find(|r| r.pattern == route.pattern)
+        {
+            *existing = route;
+            return Ok(());
+        }
+        self.router.insert(&*route.pattern, self.routes.len())?;
+        self.routes.push(route);
+        Ok(())
+    }
+
+    /// The most specific rule matching `path` (static segments beat
+    /// parameters, which beat catch-alls).
+    pub(crate) fn find(&self, path: &str) -> Option<&CompiledRoute> {
+        self.router
+            .at(path)
+            .ok()
+            .map(|m| &self.routes[*m.value])
+    }
+}
+
+impl fmt::Debug for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.routes.iter().map(|r| (&*r.pattern, &r.policy)))
+            .finish()
+    }
+}

@@ -1,0 +1,210 @@
+//! The embedded store: quick_cache weighed in bytes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use quick_cache::sync::Cache as QuickCache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
+
+use super::{Entry, Lookup, Store, StoreError, Target};
+use crate::cache::Clock;
+use crate::invalidate::index::Index;
+
+/// quick_cache admits an item only when it fits in this share of a shard
+/// (its default hot allocation).
+const HOT_SHARE: f64 = 0.97;
+
+/// At most this many shards: enough for two cores' worth of contention
+/// and then some.
+const MAX_SHARDS: u64 = 64;
+
+#[derive(Clone, Copy)]
+struct ByBytes;
+
+impl Weighter<Box<str>, Arc<Entry>> for ByBytes {
+    #[inline]
+    fn weight(&self, _key: &Box<str>, val: &Arc<Entry>) -> u64 {
+        // The key's length is already part of the entry's weight.
+        u64::from(val.weight)
+    }
+}
+
+#[derive(Clone)]
+struct CountEvictions(Arc<AtomicU64>);
+
+impl Lifecycle<Box<str>, Arc<Entry>> for CountEvictions {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), _key: Box<str>, _val: Arc<Entry>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The in-memory store: a quick_cache (S3-FIFO eviction, sharded locks)
+/// weighed in bytes, plus the in-process invalidation index.
+///
+/// quick_cache divides its weight budget evenly across shards and silently
+/// refuses an item heavier than a shard's share, so the shard count is
+/// chosen here so that the largest entry the cache will ever offer (the
+/// body limit plus headers and key) fits; heavier entries are refused
+/// before insertion and counted.
+pub struct MemoryStore {
+    map: QuickCache<Box<str>, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>,
+    pub(crate) index: Index,
+    clock: Clock,
+    max_item_weight: u64,
+    evictions: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.map.len())
+            .field("bytes", &self.map.weight())
+            .field("shards", &self.map.num_shards())
+            .field("max_item_weight", &self.max_item_weight)
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `max_bytes`, able to hold any single entry
+    /// weighing up to `largest_entry` bytes.
+    ///
+    /// # Errors
+    ///
+    /// When `largest_entry` does not fit in `max_bytes` at all.
+    pub(crate) fn new(max_bytes: u64, largest_entry: u64, clock: Clock) -> Result<Self, String> {
+        let usable = (max_bytes as f64 * HOT_SHARE) as u64;
+        if largest_entry == 0 || largest_entry > usable {
+            return Err(format!(
+                "max_bytes ({max_bytes}) cannot hold one entry of the largest size \
+                 ({largest_entry} bytes: max_body_bytes plus headers and key); \
+                 raise max_bytes or lower max_body_bytes"
+            ));
+        }
+        // The largest power of two such that one shard's admissible share
+        // still holds the largest entry.
+        let fit = (usable / largest_entry).clamp(1, MAX_SHARDS);
+        let shards = 1u64 << (63 - fit.leading_zeros());
+        // Estimated items: assume entries of about 2 KiB on average.
+        let estimated = (max_bytes / 2048).clamp(shards * 32, 4 << 20) as usize;
+        let options = OptionsBuilder::new()
+            .shards(shards as usize)
+            .estimated_items_capacity(estimated)
+            .weight_capacity(max_bytes)
+            .hot_allocation(HOT_SHARE)
+            .build()
+            .map_err(|e| format!("{e:?}"))?;
+        let evictions = Arc::new(AtomicU64::new(0));
+        let map = QuickCache::with_options(
+            options,
+            ByBytes,
+            DefaultHashBuilder::default(),
+            CountEvictions(evictions.clone()),
+        );
+        let shard_share = (map.shard_capacity() as f64 * HOT_SHARE) as u64;
+        Ok(Self {
+            map,
+            index: Index::default(),
+            clock,
+            max_item_weight: shard_share,
+            evictions,
+        })
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Bytes held, as weighed.
+    pub fn bytes(&self) -> u64 {
+        self.map.weight()
+    }
+
+    /// The heaviest entry this store admits.
+    pub fn max_item_weight(&self) -> u64 {
+        self.max_item_weight
+    }
+
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Looks a key up now (the memory store never waits).
+    #[inline]
+    pub(crate) fn lookup_now(&self, key: &str) -> Lookup {
+        let Some(entry) = self.map.get(key) else {
+            return Lookup::Miss;
+        };
+        if self.index.is_current(&entry.path, &entry.tags, entry.born) {
+            Lookup::Found(entry)
+        } else {
+            self.map.remove_if(key, |v| Arc::ptr_eq(v, &entry));
+            Lookup::Invalidated
+        }
+    }
+
+    /// Stores an entry now; `false` when it is refused (too heavy for a
+    /// shard, or born before a pruned invalidation record).
+    pub(crate) fn put_now(&self, key: &str, entry: Arc<Entry>) -> bool {
+        if u64::from(entry.weight) > self.max_item_weight {
+            return false;
+        }
+        self.index.extend_horizon(entry.fresh_until_ms.saturating_sub(entry.born_ms));
+        if !self.index.admits(entry.born) {
+            return false;
+        }
+        self.map.insert(key.into(), entry.clone());
+        // A record pruned between the check and the insert: take it back.
+        if !self.index.admits(entry.born) {
+            self.map.remove_if(key, |v| Arc::ptr_eq(v, &entry));
+            return false;
+        }
+        self.index.try_prune(self.clock.now_ms());
+        true
+    }
+
+    pub(crate) fn remove_now(&self, key: &str) {
+        self.map.remove(key);
+    }
+
+    pub(crate) fn remove_if_same(&self, key: &str, entry: &Arc<Entry>) {
+        self.map.remove_if(key, |v| Arc::ptr_eq(v, entry));
+    }
+
+    pub(crate) fn invalidate_now(&self, targets: &[Target]) -> u64 {
+        let hashes: Vec<u64> = targets.iter().map(Target::hash).collect();
+        self.index.invalidate(&hashes, self.clock.now_ms())
+    }
+}
+
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Lookup, StoreError> {
+        Ok(self.lookup_now(key))
+    }
+
+    async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
+        self.put_now(key, entry);
+        Ok(())
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.remove_now(key);
+        Ok(())
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.index.generation())
+    }
+
+    async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
+        Ok(self.invalidate_now(targets))
+    }
+}

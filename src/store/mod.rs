@@ -1,0 +1,151 @@
+//! Where entries live: the [`Store`] trait and the in-memory [`MemoryStore`].
+//!
+//! A store keeps entries by key and owns the invalidation index, so that a
+//! store shared by several processes (Redis) can make an invalidation on
+//! one of them hold on all of them.
+
+mod memory;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+pub use memory::MemoryStore;
+
+pub use crate::invalidate::Target;
+
+/// Bytes counted for an entry's bookkeeping on top of its key, headers and
+/// body (the entry struct, its `Arc` and the store's slot).
+pub(crate) const ENTRY_OVERHEAD: usize = 160;
+
+/// A stored response, with what invalidation needs to judge it: the path it
+/// was stored for, its tags, and the generation at which its origin read
+/// began.
+///
+/// An entry owns all its bytes: nothing in it points into a request's or a
+/// connection's buffers.
+#[derive(Debug)]
+pub struct Entry {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: Box<[(HeaderName, HeaderValue)]>,
+    pub(crate) body: Bytes,
+    pub(crate) born: u64,
+    pub(crate) born_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) path: Box<str>,
+    pub(crate) tags: Box<[Box<str>]>,
+    /// The full key, kept when the store indexes the entry by its hash.
+    pub(crate) full_key: Option<Box<str>>,
+    /// `Some` for a marker saying that the response at this key varies on
+    /// these request headers; the variants live under their own keys.
+    pub(crate) vary: Option<Box<[HeaderName]>>,
+    pub(crate) weight: u32,
+}
+
+impl Entry {
+    pub(crate) fn compute_weight(&mut self, key_len: usize) {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 8)
+            .sum();
+        let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
+        let w = key_len
+            + self.full_key.as_ref().map_or(0, |k| k.len())
+            + self.path.len()
+            + headers
+            + tags
+            + self.body.len()
+            + self.vary.as_ref().map_or(0, |v| v.len() * 24)
+            + ENTRY_OVERHEAD;
+        self.weight = u32::try_from(w).unwrap_or(u32::MAX);
+    }
+
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stored response headers (never `Set-Cookie`, nor hop-by-hop ones).
+    pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.headers.iter().map(|(n, v)| (n, v))
+    }
+
+    /// The stored body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The path the entry was stored for.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The tags the entry carries.
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|t| &**t)
+    }
+
+    /// The cache generation when the entry's origin read began.
+    pub fn born(&self) -> u64 {
+        self.born
+    }
+
+    /// How many bytes the entry is weighed at.
+    pub fn weight(&self) -> u64 {
+        u64::from(self.weight)
+    }
+}
+
+/// What a store found for a key.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Nothing stored.
+    Miss,
+    /// An entry no invalidation covers (it may still be past its TTL; the
+    /// cache judges freshness).
+    Found(Arc<Entry>),
+    /// An entry an invalidation covers; the store has dropped it.
+    Invalidated,
+}
+
+/// A store failed (a network store that is down, a timeout). The cache
+/// turns this into a bypass; no client ever sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cache store error: {}", self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A place to keep entries and the invalidation index.
+///
+/// Every method takes `&self`; a store is shared by every clone of a
+/// [`Cache`](crate::Cache). The in-memory [`MemoryStore`] answers at once;
+/// a network store answers asynchronously and may fail, which the cache
+/// treats as a bypass.
+pub trait Store: Send + Sync + 'static {
+    /// Looks a key up and checks the entry against the invalidation index
+    /// (entries found invalidated are removed).
+    fn get(&self, key: &str) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
+
+    /// Stores an entry under a key, replacing any other.
+    fn put(&self, key: &str, entry: Arc<Entry>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes a key.
+    fn remove(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads the logical clock, as an origin read begins.
+    fn generation(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Records an invalidation of every target at a new generation, which
+    /// it returns. Must cost O(number of targets), whatever the number of
+    /// entries.
+    fn invalidate(&self, targets: &[Target]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
