@@ -1,0 +1,121 @@
+//! Helpers shared by the integration tests: real axum routers, real hyper
+//! servers on 127.0.0.1, and counted origins.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::Router;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// What a test saw of one response.
+#[derive(Debug)]
+pub struct Seen {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn cache_status(&self) -> &str {
+        self.headers
+            .get("cache-status")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+
+    pub fn is_hit(&self) -> bool {
+        self.cache_status().contains("; hit")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// Sends a request through a router in process.
+pub async fn send(app: &Router, req: Request<Body>) -> Seen {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Seen {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub fn read(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+pub fn get_with(uri: &str, name: &str, value: &str) -> Request<Body> {
+    Request::get(uri).header(name, value).body(Body::empty()).unwrap()
+}
+
+pub fn method(m: &str, uri: &str) -> Request<Body> {
+    Request::builder().method(m).uri(uri).body(Body::empty()).unwrap()
+}
+
+/// A counter of origin calls.
+#[derive(Clone, Default)]
+pub struct Hits(pub Arc<AtomicUsize>);
+
+impl Hits {
+    pub fn bump(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves a router on a free 127.0.0.1 port with a real hyper server.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<Bytes>,
+>;
+
+pub fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http()
+}
+
+/// A request over the network, with optional headers.
+pub async fn fetch(client: &Client, addr: SocketAddr, m: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
+    let mut req = Request::builder()
+        .method(m)
+        .uri(format!("http://{addr}{path}"));
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let res = client
+        .request(req.body(http_body_util::Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Seen {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
