@@ -12,6 +12,6 @@ pub mod store;
 
 pub use cache::stats::{Counts, Stats};
 pub use cache::{BuildError, Cache, CacheBuilder};
-pub use invalidate::Target;
+pub use invalidate::{InvalidateOn, InvalidateService, Target};
 pub use layer::{CacheBody, CacheLayer, CacheService};
 pub use policy::{CacheTags, CacheTtl, NoStore, RoutePolicy, DEFAULT_STATUSES};

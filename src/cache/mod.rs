@@ -241,10 +241,12 @@ impl Cache {
     /// generation.
     pub fn invalidate(&self, targets: &[Target]) -> u64 {
         let generation = self.shared.memory.invalidate_now(targets);
-        self.shared
-            .invalidations
-            .fetch_add(targets.len() as u64, Ordering::Relaxed);
+        self.count_invalidations(targets.len());
         tracing::debug!(?targets, generation, "cache invalidated");
         generation
+    }
+
+    pub(crate) fn count_invalidations(&self, n: usize) {
+        self.shared.invalidations.fetch_add(n as u64, Ordering::Relaxed);
     }
 }

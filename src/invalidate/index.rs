@@ -12,6 +12,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 const PREFIX_SEED: u64 = 0x7072_6566;
 const TAG_SEED: u64 = 0x0074_6167;
+const KEY_SEED: u64 = 0x006b_6579;
 
 /// How many expired records one call prunes at most, so that no single
 /// request pays for a backlog.
@@ -74,6 +75,12 @@ pub(crate) fn normalise_prefix(p: &str) -> &str {
 #[inline]
 pub(crate) fn prefix_hash(p: &str) -> u64 {
     xxh3_64_with_seed(p.as_bytes(), PREFIX_SEED)
+}
+
+/// The hash an entry's own key is recorded under (exact-request flushes).
+#[inline]
+pub(crate) fn key_hash(key: &str) -> u64 {
+    xxh3_64_with_seed(key.as_bytes(), KEY_SEED)
 }
 
 #[inline]
@@ -191,13 +198,13 @@ impl Index {
     /// Whether an entry for `path` with `tags`, born at `born`, is still
     /// valid: no record covering it is newer than its birth.
     #[inline]
-    pub(crate) fn is_current(&self, path: &str, tags: &[Box<str>], born: u64) -> bool {
+    pub(crate) fn is_current(&self, path: &str, tags: &[Box<str>], key: u64, born: u64) -> bool {
         if self.len() == 0 {
             return true;
         }
         let records = self.records.read().unwrap_or_else(|e| e.into_inner());
         let fresh = |h: u64| records.latest.get(&h).is_none_or(|&g| g <= born);
-        for_each_prefix(path, fresh) && tags.iter().all(|t| fresh(tag_hash(t)))
+        fresh(key) && for_each_prefix(path, fresh) && tags.iter().all(|t| fresh(tag_hash(t)))
     }
 }
 
@@ -229,11 +236,11 @@ mod tests {
         let idx = Index::default();
         let born = idx.generation();
         idx.invalidate(&[Target::prefix("/products").hash()], 0);
-        assert!(!idx.is_current("/products", &[], born));
-        assert!(!idx.is_current("/products/42", &[], born));
-        assert!(idx.is_current("/products-archive", &[], born));
-        assert!(idx.is_current("/products/42", &[], idx.generation()));
+        assert!(!idx.is_current("/products", &[], 0, born));
+        assert!(!idx.is_current("/products/42", &[], 0, born));
+        assert!(idx.is_current("/products-archive", &[], 0, born));
+        assert!(idx.is_current("/products/42", &[], 0, idx.generation()));
         idx.invalidate(&[Target::tag("t").hash()], 0);
-        assert!(!idx.is_current("/x", &["t".into()], born));
+        assert!(!idx.is_current("/x", &["t".into()], 0, born));
     }
 }

@@ -2,10 +2,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header;
+use http::request::Parts;
 use tower_layer::Layer;
 
 use super::CacheService;
+use crate::cache::stats::Reason;
 use crate::cache::Cache;
+use crate::key::{self, CacheKey, KeyError};
 use crate::policy::{CompiledRoute, RoutePolicy, Rules};
 
 /// The pattern under which a layer's fallback policy is counted in the
@@ -13,6 +17,7 @@ use crate::policy::{CompiledRoute, RoutePolicy, Rules};
 pub(crate) const FALLBACK_PATTERN: &str = "*";
 
 /// The rules of one layer, shared by every service it makes.
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) rules: Rules,
     pub(crate) fallback: Option<CompiledRoute>,
@@ -26,6 +31,47 @@ impl Config {
             return self.fallback.as_ref();
         }
         self.rules.find(path).or(self.fallback.as_ref())
+    }
+
+    /// The route and key of a GET or HEAD request, or why it bypasses.
+    pub(crate) fn classify(
+        &self,
+        parts: &Parts,
+        max_key_bytes: usize,
+    ) -> Result<(&CompiledRoute, CacheKey), (Reason, Option<&CompiledRoute>)> {
+        let Some(route) = self.find(parts.uri.path()) else {
+            return Err((Reason::NoRule, None));
+        };
+        let policy = &route.policy;
+        let scope = match &policy.scope {
+            Some(scope) => match scope(parts) {
+                Some(s) => Some(s),
+                None => return Err((Reason::NoScope, Some(route))),
+            },
+            None if parts.headers.contains_key(header::AUTHORIZATION) => {
+                return Err((Reason::Authorization, Some(route)));
+            }
+            None if parts.headers.contains_key(header::COOKIE) => {
+                return Err((Reason::Cookie, Some(route)));
+            }
+            None => None,
+        };
+        key::build(
+            parts.uri.path(),
+            parts.uri.query(),
+            &parts.headers,
+            policy,
+            scope.as_deref(),
+            max_key_bytes,
+        )
+        .map(|key| (route, key))
+        .map_err(|e| {
+            let reason = match e {
+                KeyError::TooLong => Reason::UriTooLong,
+                KeyError::Malformed => Reason::UriMalformed,
+            };
+            (reason, Some(route))
+        })
     }
 }
 
@@ -65,8 +111,7 @@ impl Config {
 #[must_use]
 pub struct CacheLayer {
     cache: Cache,
-    rules: Rules,
-    fallback: Option<CompiledRoute>,
+    config: Arc<Config>,
 }
 
 impl CacheLayer {
@@ -74,15 +119,17 @@ impl CacheLayer {
     pub fn new(cache: &Cache) -> Self {
         Self {
             cache: cache.clone(),
-            rules: Rules::new(),
-            fallback: None,
+            config: Arc::new(Config {
+                rules: Rules::new(),
+                fallback: None,
+            }),
         }
     }
 
     /// The TTL for every GET and HEAD this layer sees that no
     /// [`route`](Self::route) rule matches (meant for `route_layer`).
     pub fn ttl(self, ttl: Duration) -> Self {
-        let policy = match &self.fallback {
+        let policy = match &self.config.fallback {
             Some(r) => RoutePolicy { ttl, ..r.policy.clone() },
             None => RoutePolicy::ttl(ttl),
         };
@@ -93,11 +140,12 @@ impl CacheLayer {
     /// rule matches.
     pub fn policy(mut self, policy: impl Into<RoutePolicy>) -> Self {
         let pattern: Arc<str> = FALLBACK_PATTERN.into();
-        self.fallback = Some(CompiledRoute {
+        let fallback = CompiledRoute {
             stats: self.cache.route_counters(&pattern),
             pattern,
             policy: policy.into(),
-        });
+        };
+        Arc::make_mut(&mut self.config).fallback = Some(fallback);
         self
     }
 
@@ -116,18 +164,51 @@ impl CacheLayer {
             pattern: pattern.clone(),
             policy: policy.into(),
         };
-        if let Err(e) = self.rules.insert(route) {
+        if let Err(e) = Arc::make_mut(&mut self.config).rules.insert(route) {
             panic!("invalid cache route pattern {pattern:?}: {e}");
         }
         self
     }
 }
 
+impl CacheLayer {
+    /// Flushes the entry this layer would serve for a request (every
+    /// variant of it, when the response varies on request headers).
+    /// Returns `false` when the request is not one this layer caches.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::{Cache, CacheLayer};
+    ///
+    /// let cache = Cache::builder().build();
+    /// let layer = CacheLayer::new(&cache).ttl(Duration::from_secs(60));
+    /// let (parts, ()) = http::Request::get("/products?page=2").body(()).unwrap().into_parts();
+    /// assert!(layer.invalidate_request(&parts));
+    /// ```
+    pub fn invalidate_request(&self, request: &Parts) -> bool {
+        if request.method != http::Method::GET && request.method != http::Method::HEAD {
+            return false;
+        }
+        let shared = &self.cache.shared;
+        match self.config.classify(request, shared.max_key_bytes) {
+            Ok((_, key)) => {
+                shared
+                    .memory
+                    .invalidate_hashes(&[crate::invalidate::index::key_hash(&key.full)]);
+                self.cache.count_invalidations(1);
+                tracing::info!(key = %key.full, by = "invalidate_request", "cache entry flushed");
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
 impl fmt::Debug for CacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheLayer")
-            .field("rules", &self.rules)
-            .field("fallback", &self.fallback.as_ref().map(|r| &r.policy))
+            .field("rules", &self.config.rules)
+            .field("fallback", &self.config.fallback.as_ref().map(|r| &r.policy))
             .finish()
     }
 }
@@ -136,13 +217,6 @@ impl<S> Layer<S> for CacheLayer {
     type Service = CacheService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CacheService::new(
-            inner,
-            self.cache.clone(),
-            Arc::new(Config {
-                rules: self.rules.clone(),
-                fallback: self.fallback.clone(),
-            }),
-        )
+        CacheService::new(inner, self.cache.clone(), self.config.clone())
     }
 }

@@ -12,7 +12,7 @@ use super::CacheBody;
 use crate::cache::stats::{Counters, Reason};
 use crate::cache::Cache;
 use crate::headers;
-use crate::key::{self, CacheKey, KeyError};
+use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
 use crate::store::{Entry, Lookup};
 
@@ -113,7 +113,7 @@ impl Pending {
             entry.full_key = Some(key.full.clone().into_boxed_str());
         }
         entry.compute_weight(key.lookup().len());
-        let (born, born_ms, fresh_until_ms) = (entry.born, entry.born_ms, entry.fresh_until_ms);
+        let (born, key_hash, born_ms, fresh_until_ms) = (entry.born, entry.key_hash, entry.born_ms, entry.fresh_until_ms);
         let path = entry.path.clone();
         let stored = memory.put_now(key.lookup(), Arc::new(entry));
         if stored {
@@ -124,6 +124,7 @@ impl Pending {
                     headers: Box::new([]),
                     body: Bytes::new(),
                     born,
+                    key_hash,
                     born_ms,
                     fresh_until_ms,
                     path,
@@ -162,6 +163,7 @@ fn placeholder_entry() -> Entry {
         headers: Box::new([]),
         body: Bytes::new(),
         born: 0,
+        key_hash: 0,
         born_ms: 0,
         fresh_until_ms: 0,
         path: Box::from(""),
@@ -269,46 +271,14 @@ where
             return self.bypass(req, Reason::Method, None);
         };
         let config = self.config.clone();
-        let Some(route) = config.find(req.uri().path()) else {
-            return self.bypass(req, Reason::NoRule, None);
-        };
-        let policy = &route.policy;
         let (parts, body) = req.into_parts();
-        let scope = match &policy.scope {
-            Some(scope) => match scope(&parts) {
-                Some(s) => Some(s),
-                None => {
-                    return self.bypass(Request::from_parts(parts, body), Reason::NoScope, Some(route));
-                }
-            },
-            None => {
-                if parts.headers.contains_key(header::AUTHORIZATION) {
-                    return self.bypass(Request::from_parts(parts, body), Reason::Authorization, Some(route));
-                }
-                if parts.headers.contains_key(header::COOKIE) {
-                    return self.bypass(Request::from_parts(parts, body), Reason::Cookie, Some(route));
-                }
-                None
+        let (route, key) = match config.classify(&parts, self.cache.shared.max_key_bytes) {
+            Ok(found) => found,
+            Err((reason, route)) => {
+                return self.bypass(Request::from_parts(parts, body), reason, route);
             }
         };
         let shared = &self.cache.shared;
-        let key = match key::build(
-            parts.uri.path(),
-            parts.uri.query(),
-            &parts.headers,
-            policy,
-            scope.as_deref(),
-            shared.max_key_bytes,
-        ) {
-            Ok(key) => key,
-            Err(e) => {
-                let reason = match e {
-                    KeyError::TooLong => Reason::UriTooLong,
-                    KeyError::Malformed => Reason::UriMalformed,
-                };
-                return self.bypass(Request::from_parts(parts, body), reason, Some(route));
-            }
-        };
         let now_ms = shared.clock.now_ms();
         match self.find(&key, &parts.headers, now_ms, &route.stats) {
             Found::Fresh(entry) => {
@@ -415,6 +385,7 @@ impl Miss {
             born_ms,
             ..
         } = *self;
+        let key_hash = crate::invalidate::index::key_hash(&key.full);
         let (key, primary) = if vary.is_empty() {
             (key, None)
         } else {
@@ -447,6 +418,7 @@ impl Miss {
                 headers: stored_headers,
                 body: Bytes::new(),
                 born,
+                key_hash,
                 born_ms,
                 fresh_until_ms: born_ms.saturating_add(ttl_ms),
                 path,

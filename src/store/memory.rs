@@ -143,7 +143,7 @@ impl MemoryStore {
         let Some(entry) = self.map.get(key) else {
             return Lookup::Miss;
         };
-        if self.index.is_current(&entry.path, &entry.tags, entry.born) {
+        if self.index.is_current(&entry.path, &entry.tags, entry.key_hash, entry.born) {
             Lookup::Found(entry)
         } else {
             self.map.remove_if(key, |v| Arc::ptr_eq(v, &entry));
@@ -181,7 +181,11 @@ impl MemoryStore {
 
     pub(crate) fn invalidate_now(&self, targets: &[Target]) -> u64 {
         let hashes: Vec<u64> = targets.iter().map(Target::hash).collect();
-        self.index.invalidate(&hashes, self.clock.now_ms())
+        self.invalidate_hashes(&hashes)
+    }
+
+    pub(crate) fn invalidate_hashes(&self, hashes: &[u64]) -> u64 {
+        self.index.invalidate(hashes, self.clock.now_ms())
     }
 }
 

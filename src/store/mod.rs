@@ -32,6 +32,9 @@ pub struct Entry {
     pub(crate) headers: Box<[(HeaderName, HeaderValue)]>,
     pub(crate) body: Bytes,
     pub(crate) born: u64,
+    /// The hash of the request key (before any Vary variant), which an
+    /// exact-request flush records.
+    pub(crate) key_hash: u64,
     pub(crate) born_ms: u64,
     pub(crate) fresh_until_ms: u64,
     pub(crate) path: Box<str>,

@@ -1,0 +1,151 @@
+use std::fmt;
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use tower_layer::Layer;
+
+use super::{InvalidateService, Target};
+use crate::cache::Cache;
+
+type When = dyn Fn(StatusCode) -> bool + Send + Sync;
+
+/// The rules of one `InvalidateOn`, shared by every service it makes.
+pub(crate) struct Rules {
+    pub(crate) router: matchit::Router<usize>,
+    pub(crate) targets: Vec<Vec<Target>>,
+    pub(crate) patterns: Vec<Arc<str>>,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) when: Arc<When>,
+}
+
+impl Clone for Rules {
+    fn clone(&self) -> Self {
+        Self {
+            router: self.router.clone(),
+            targets: self.targets.clone(),
+            patterns: self.patterns.clone(),
+            methods: self.methods.clone(),
+            when: self.when.clone(),
+        }
+    }
+}
+
+/// A tower [`Layer`] that flushes cached entries when a mutating request
+/// (POST, PUT, PATCH, DELETE by default) succeeds (2xx by default).
+///
+/// The flush happens when the mutation's response head arrives, before the
+/// response is returned: once a client holds the 2xx of its write, its next
+/// read cannot see the pre-write response.
+///
+/// - [`rule`](Self::rule) names what a route's writes flush: path prefixes,
+///   in which `{param}` is taken from the matched request path, and
+///   [`Target::tag`]s.
+/// - With no matching rule, a successful mutation flushes its own path as a
+///   prefix, plus the paths of a same-origin `Location` or
+///   `Content-Location` in its response (RFC 9111, section 4.4).
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower::ServiceBuilder;
+/// use tower_response_cache::{Cache, CacheLayer, InvalidateOn, Target};
+///
+/// let cache = Cache::builder().build();
+/// let app: Router = Router::new()
+///     .route("/products", get(|| async { "list" }).post(|| async { "created" }))
+///     .route("/products/{id}", get(|| async { "one" }).put(|| async { "updated" }))
+///     .layer(
+///         ServiceBuilder::new()
+///             .layer(
+///                 InvalidateOn::new(&cache)
+///                     .rule("/products/{id}", ["/products/{id}", "/products"])
+///                     .rule("/orders", [Target::tag("dashboard")]),
+///             )
+///             .layer(CacheLayer::new(&cache).ttl(Duration::from_secs(60))),
+///     );
+/// # let _ = app;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct InvalidateOn {
+    cache: Cache,
+    rules: Rules,
+}
+
+impl InvalidateOn {
+    /// A layer flushing entries of `cache`.
+    pub fn new(cache: &Cache) -> Self {
+        Self {
+            cache: cache.clone(),
+            rules: Rules {
+                router: matchit::Router::new(),
+                targets: Vec::new(),
+                patterns: Vec::new(),
+                methods: vec![Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
+                when: Arc::new(|s: StatusCode| s.is_success()),
+            },
+        }
+    }
+
+    /// What a successful mutation on `pattern` (axum syntax) flushes:
+    /// prefixes (strings, with `{param}` and `{*rest}` filled in from the
+    /// request path) and [`Target::tag`]s (tags may hold `{param}` too).
+    ///
+    /// # Panics
+    ///
+    /// When the pattern is invalid or conflicts with another rule.
+    pub fn rule<I, T>(mut self, pattern: &str, targets: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<Target>,
+    {
+        let targets: Vec<Target> = targets.into_iter().map(Into::into).collect();
+        if let Some(i) = self.rules.patterns.iter().position(|p| &**p == pattern) {
+            self.rules.targets[i] = targets;
+            return self;
+        }
+        if let Err(e) = self.rules.router.insert(pattern, self.rules.targets.len()) {
+            panic!("invalid invalidation rule pattern {pattern:?}: {e}");
+        }
+        self.rules.targets.push(targets);
+        self.rules.patterns.push(pattern.into());
+        self
+    }
+
+    /// The methods that count as mutations (default POST, PUT, PATCH,
+    /// DELETE).
+    pub fn methods<I>(mut self, methods: I) -> Self
+    where
+        I: IntoIterator<Item = Method>,
+    {
+        self.rules.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// Which response statuses count as success (default: 2xx). A mutation
+    /// whose inner service fails flushes nothing, whatever this says.
+    pub fn when<F>(mut self, when: F) -> Self
+    where
+        F: Fn(StatusCode) -> bool + Send + Sync + 'static,
+    {
+        self.rules.when = Arc::new(when);
+        self
+    }
+}
+
+impl fmt::Debug for InvalidateOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InvalidateOn")
+            .field("rules", &self.rules.patterns.iter().zip(&self.rules.targets).collect::<Vec<_>>())
+            .field("methods", &self.rules.methods)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for InvalidateOn {
+    type Service = InvalidateService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InvalidateService::new(inner, self.cache.clone(), Arc::new(self.rules.clone()))
+    }
+}

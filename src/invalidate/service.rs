@@ -1,0 +1,116 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, Request, Response};
+use tower_service::Service;
+
+use super::future::{Flush, ResponseFuture};
+use super::layer::Rules;
+use super::Target;
+use crate::cache::Cache;
+
+/// The service made by [`InvalidateOn`](super::InvalidateOn). Its error and
+/// response are the inner service's, unchanged.
+pub struct InvalidateService<S> {
+    inner: S,
+    cache: Cache,
+    rules: Arc<Rules>,
+}
+
+impl<S: Clone> Clone for InvalidateService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cache: self.cache.clone(),
+            rules: self.rules.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for InvalidateService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvalidateService")
+            .field("inner", &self.inner)
+            .field("rules", &self.rules.patterns)
+            .finish()
+    }
+}
+
+impl<S> InvalidateService<S> {
+    pub(crate) fn new(inner: S, cache: Cache, rules: Arc<Rules>) -> Self {
+        Self { inner, cache, rules }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Consumes the service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// Fills `{name}` and `{*name}` in a template from the matched parameters.
+fn fill(template: &str, params: &matchit::Params<'_, '_>) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in params.iter() {
+        out = out.replace(&format!("{{{name}}}"), value);
+        out = out.replace(&format!("{{*{name}}}"), value);
+    }
+    out
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InvalidateService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if !self.rules.methods.contains(req.method()) {
+            return ResponseFuture::new(self.inner.call(req), None);
+        }
+        let path = req.uri().path();
+        let flush = match self.rules.router.at(path) {
+            Ok(m) => Flush {
+                cache: self.cache.clone(),
+                rules: self.rules.clone(),
+                rule: Some(self.rules.patterns[*m.value].clone()),
+                targets: self.rules.targets[*m.value]
+                    .iter()
+                    .map(|t| match t {
+                        Target::Prefix(p) => Target::Prefix(fill(p, &m.params)),
+                        Target::Tag(t) => Target::Tag(fill(t, &m.params)),
+                    })
+                    .collect(),
+                authority: None,
+            },
+            Err(_) => Flush {
+                cache: self.cache.clone(),
+                rules: self.rules.clone(),
+                rule: None,
+                targets: vec![Target::Prefix(path.to_owned())],
+                authority: req
+                    .uri()
+                    .authority()
+                    .map(|a| a.as_str().to_owned())
+                    .or_else(|| {
+                        req.headers()
+                            .get(header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .map(str::to_owned)
+                    }),
+            },
+        };
+        ResponseFuture::new(self.inner.call(req), Some(Box::new(flush)))
+    }
+}
