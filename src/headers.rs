@@ -90,7 +90,11 @@ pub(crate) fn is_unstorable_header(name: &HeaderName) -> bool {
 }
 
 /// A `Cache-Status` value for a response forwarded to the origin.
-pub(crate) fn forwarded(fwd: &'static str, detail: Option<&'static str>, stored: bool) -> HeaderValue {
+pub(crate) fn forwarded(
+    fwd: &'static str,
+    detail: Option<&'static str>,
+    stored: bool,
+) -> HeaderValue {
     let mut s = String::with_capacity(64);
     s.push_str(CACHE_NAME);
     s.push_str("; fwd=");
@@ -130,14 +134,20 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
         assert!(!response_directives(&h).forbids_store);
-        h.append(header::CACHE_CONTROL, HeaderValue::from_static("public, Private"));
+        h.append(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, Private"),
+        );
         assert!(response_directives(&h).forbids_store);
     }
 
     #[test]
     fn vary_star_and_lists() {
         let mut h = HeaderMap::new();
-        h.append(header::VARY, HeaderValue::from_static("Accept-Encoding, accept"));
+        h.append(
+            header::VARY,
+            HeaderValue::from_static("Accept-Encoding, accept"),
+        );
         h.append(header::VARY, HeaderValue::from_static("accept-encoding"));
         let names = vary_names(&h).unwrap();
         assert_eq!(names, vec![header::ACCEPT, header::ACCEPT_ENCODING]);

@@ -170,7 +170,10 @@ mod tests {
         assert_eq!(a.full, "/p?a=1&a=0&b=2");
         let b = key("/p", Some("a=1&utm_medium=y&b=2&a=0"), &p).unwrap();
         assert_eq!(a, b);
-        assert_eq!(key("/p", Some(""), &p).unwrap(), key("/p", None, &p).unwrap());
+        assert_eq!(
+            key("/p", Some(""), &p).unwrap(),
+            key("/p", None, &p).unwrap()
+        );
         assert_eq!(key("/p", Some("utm_x=1"), &p).unwrap().full, "/p");
     }
 

@@ -1,4 +1,119 @@
-//! placeholder
+//! A [tower] middleware that caches HTTP responses for API servers built on
+//! [axum] or [hyper]: repeated reads are served from memory, each route gets
+//! its own TTL, and a successful write flushes what it changed before its
+//! response reaches the client, so nobody reads stale data after their own
+//! write and nobody ever sees another user's data.
+//!
+//! [tower]: https://docs.rs/tower
+//! [axum]: https://docs.rs/axum
+//! [hyper]: https://docs.rs/hyper
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_response_cache::{Cache, CacheLayer, InvalidateOn, RoutePolicy, Target};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // One shared handle: store, invalidation index, statistics.
+//! let cache = Cache::builder().max_bytes(64 << 20).max_body_bytes(1 << 20).build();
+//!
+//! let app = Router::new()
+//!     .route("/products", get(|| async { "all products" }).post(|| async { "created" }))
+//!     .route("/products/{id}", get(|| async { "one product" }))
+//!     .route("/dashboard", get(|| async { "numbers" }))
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             // A 2xx POST/PUT/PATCH/DELETE flushes what its rule names;
+//!             // with no rule, its own path (as a whole-segment prefix).
+//!             .layer(InvalidateOn::new(&cache).rule("/orders", [Target::tag("dashboard")]))
+//!             .layer(
+//!                 CacheLayer::new(&cache)
+//!                     .route("/products", Duration::from_secs(60))
+//!                     .route("/products/{id}", Duration::from_secs(300))
+//!                     .route("/dashboard", RoutePolicy::ttl(Duration::from_secs(30)).tags(["dashboard"])),
+//!             ),
+//!     );
+//!
+//! // Sends a GET and reads the whole body, as a server does: a response is
+//! // stored once its body has been streamed to the end.
+//! let fetch = |uri: &'static str| {
+//!     let app = app.clone();
+//!     async move {
+//!         let req = http::Request::get(uri).body(axum::body::Body::empty()).unwrap();
+//!         let res = app.oneshot(req).await.unwrap();
+//!         let status = res.headers()["cache-status"].to_str().unwrap().to_owned();
+//!         axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+//!         status
+//!     }
+//! };
+//! assert_eq!(fetch("/products").await, "tower-response-cache; fwd=miss; stored");
+//! assert_eq!(fetch("/products").await, "tower-response-cache; hit; ttl=60");
+//!
+//! // A successful write flushes /products and everything under it.
+//! let post = http::Request::post("/products").body(axum::body::Body::empty()).unwrap();
+//! app.clone().oneshot(post).await.unwrap();
+//! assert_eq!(fetch("/products").await, "tower-response-cache; fwd=miss; stored");
+//! assert_eq!(cache.stats().totals.hits, 1);
+//! # }
+//! ```
+//!
+//! # What is cached
+//!
+//! | request or response | cached? | `Cache-Status` detail |
+//! |---|---|---|
+//! | GET matching a rule (or a layer `ttl`) | yes | |
+//! | HEAD | answered from the GET entry, never fills one | `head` on a miss |
+//! | POST, PUT, PATCH, DELETE, ... | no | `method` |
+//! | no rule matches, no layer `ttl` | no | `no-rule` |
+//! | `Authorization` or `Cookie`, route without a scope | no | `authorization`, `cookie` |
+//! | route with a scope that returns `None` | no | `no-scope` |
+//! | path + query longer than `max_key_bytes`, bad percent-encoding, `%00` | no | `uri-too-long`, `uri-malformed` |
+//! | status outside the policy's set (default: RFC 9110's heuristically cacheable, less 206) | no | `status` |
+//! | `Set-Cookie` | never | `set-cookie` |
+//! | `Cache-Control: no-store`, `private` or `no-cache` | no | `cache-control` |
+//! | `Vary: *` | no | `vary-star` |
+//! | `Vary: accept-encoding` (or any header) | one entry per value | |
+//! | `text/event-stream` | streamed, never held back | `event-stream` |
+//! | body over `max_body_bytes`, a body error, trailers | streamed whole, not stored | `too-large`, `body-error`, `trailers` |
+//! | the handler set [`NoStore`] | no | `handler` |
+//!
+//! The key is the path plus the query with its pairs sorted by name (stable
+//! for repeated names), ignored parameters dropped, `?` alone equal to no
+//! query; then the policy's key headers and scope. Long keys are stored by
+//! hash and compared in full on lookup.
+//!
+//! # Headers
+//!
+//! Every response the layer handles carries `Cache-Status` (RFC 9211):
+//! `tower-response-cache; hit; ttl=42`, `tower-response-cache; fwd=miss; stored`
+//! or `tower-response-cache; fwd=bypass; detail=authorization`. Hits carry
+//! `Age` and an exact `Content-Length`.
+//!
+//! # Invalidation
+//!
+//! See [`invalidate`]: flushing a prefix or a tag costs O(1) whatever the
+//! number of entries, a response whose read began before an invalidation is
+//! never served after it, and [`InvalidateOn`] flushes before the write's
+//! response is returned.
+//!
+//! # Memory
+//!
+//! The default store is [quick_cache](https://docs.rs/quick_cache) (S3-FIFO
+//! eviction, sharded locks), weighed in bytes: an entry weighs its key, its
+//! headers, its body and a fixed 160 bytes of bookkeeping. The shard count
+//! is chosen so that an entry of `max_body_bytes` always fits one shard;
+//! heavier entries are refused and counted (`rejected_inserts`).
+//!
+//! # Failures
+//!
+//! The cache never turns a problem into a client error: a request the cache
+//! cannot handle is served by the inner service, and the reason is counted
+//! in [`Cache::stats`] and traced (`tracing`, debug level, one event per
+//! decision with key, outcome and reason).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

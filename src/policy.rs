@@ -245,11 +245,7 @@ impl Rules {
 
     /// Adds a pattern; a pattern given twice replaces the first policy.
     pub(crate) fn insert(&mut self, route: CompiledRoute) -> Result<(), matchit::InsertError> {
-        if let Some(existing) = self
-            .routes
-            .iter_mut()
-            .find(|r| r.pattern == route.pattern)
-        {
+        if let Some(existing) = self.routes.iter_mut().find(|r| r.pattern == route.pattern) {
             *existing = route;
             return Ok(());
         }
@@ -261,10 +257,7 @@ impl Rules {
     /// The most specific rule matching `path` (static segments beat
     /// parameters, which beat catch-alls).
     pub(crate) fn find(&self, path: &str) -> Option<&CompiledRoute> {
-        self.router
-            .at(path)
-            .ok()
-            .map(|m| &self.routes[*m.value])
+        self.router.at(path).ok().map(|m| &self.routes[*m.value])
     }
 }
 

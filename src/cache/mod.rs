@@ -247,6 +247,8 @@ impl Cache {
     }
 
     pub(crate) fn count_invalidations(&self, n: usize) {
-        self.shared.invalidations.fetch_add(n as u64, Ordering::Relaxed);
+        self.shared
+            .invalidations
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 }

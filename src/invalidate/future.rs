@@ -97,12 +97,18 @@ mod tests {
 
     #[test]
     fn location_must_be_same_origin() {
-        assert_eq!(same_origin_path("/products/7", None).as_deref(), Some("/products/7"));
+        assert_eq!(
+            same_origin_path("/products/7", None).as_deref(),
+            Some("/products/7")
+        );
         assert_eq!(
             same_origin_path("http://api.test/products/7?x=1", Some("api.test")).as_deref(),
             Some("/products/7")
         );
-        assert_eq!(same_origin_path("http://evil.test/products", Some("api.test")), None);
+        assert_eq!(
+            same_origin_path("http://evil.test/products", Some("api.test")),
+            None
+        );
         assert_eq!(same_origin_path("http://evil.test/products", None), None);
         assert_eq!(same_origin_path("relative/7", None), None);
     }

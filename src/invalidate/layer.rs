@@ -136,7 +136,15 @@ impl InvalidateOn {
 impl fmt::Debug for InvalidateOn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InvalidateOn")
-            .field("rules", &self.rules.patterns.iter().zip(&self.rules.targets).collect::<Vec<_>>())
+            .field(
+                "rules",
+                &self
+                    .rules
+                    .patterns
+                    .iter()
+                    .zip(&self.rules.targets)
+                    .collect::<Vec<_>>(),
+            )
             .field("methods", &self.rules.methods)
             .finish()
     }

@@ -38,7 +38,11 @@ impl<S: std::fmt::Debug> std::fmt::Debug for InvalidateService<S> {
 
 impl<S> InvalidateService<S> {
     pub(crate) fn new(inner: S, cache: Cache, rules: Arc<Rules>) -> Self {
-        Self { inner, cache, rules }
+        Self {
+            inner,
+            cache,
+            rules,
+        }
     }
 
     /// The inner service.

@@ -97,7 +97,12 @@ fn strip_extensions<B>(response: &mut Response<B>) {
     ext.remove::<crate::policy::NoStore>();
 }
 
-fn add_status<B>(response: &mut Response<B>, fwd: &'static str, reason: Option<Reason>, stored: bool) {
+fn add_status<B>(
+    response: &mut Response<B>,
+    fwd: &'static str,
+    reason: Option<Reason>,
+    stored: bool,
+) {
     response.headers_mut().append(
         headers::CACHE_STATUS.clone(),
         headers::forwarded(fwd, reason.map(Reason::as_str), stored),

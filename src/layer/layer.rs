@@ -130,7 +130,10 @@ impl CacheLayer {
     /// [`route`](Self::route) rule matches (meant for `route_layer`).
     pub fn ttl(self, ttl: Duration) -> Self {
         let policy = match &self.config.fallback {
-            Some(r) => RoutePolicy { ttl, ..r.policy.clone() },
+            Some(r) => RoutePolicy {
+                ttl,
+                ..r.policy.clone()
+            },
             None => RoutePolicy::ttl(ttl),
         };
         self.policy(policy)
@@ -208,7 +211,10 @@ impl fmt::Debug for CacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheLayer")
             .field("rules", &self.config.rules)
-            .field("fallback", &self.config.fallback.as_ref().map(|r| &r.policy))
+            .field(
+                "fallback",
+                &self.config.fallback.as_ref().map(|r| &r.policy),
+            )
             .finish()
     }
 }

@@ -5,10 +5,10 @@
 //! forwards the request and, when the response may be stored, copies its
 //! body as it streams to the client ([`CacheBody`]).
 
-#[allow(clippy::module_inception)]
-mod layer;
 mod body;
 mod future;
+#[allow(clippy::module_inception)]
+mod layer;
 mod service;
 
 pub use body::CacheBody;

@@ -113,7 +113,12 @@ impl Pending {
             entry.full_key = Some(key.full.clone().into_boxed_str());
         }
         entry.compute_weight(key.lookup().len());
-        let (born, key_hash, born_ms, fresh_until_ms) = (entry.born, entry.key_hash, entry.born_ms, entry.fresh_until_ms);
+        let (born, key_hash, born_ms, fresh_until_ms) = (
+            entry.born,
+            entry.key_hash,
+            entry.born_ms,
+            entry.fresh_until_ms,
+        );
         let path = entry.path.clone();
         let stored = memory.put_now(key.lookup(), Arc::new(entry));
         if stored {
@@ -183,7 +188,10 @@ fn respond<B>(entry: &Entry, now_ms: u64, head: bool) -> Response<CacheBody<B>> 
     if entry.status != StatusCode::NO_CONTENT && entry.status != StatusCode::NOT_MODIFIED {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
     }
-    headers.insert(header::AGE, headers::age(now_ms.saturating_sub(entry.born_ms) / 1000));
+    headers.insert(
+        header::AGE,
+        headers::age(now_ms.saturating_sub(entry.born_ms) / 1000),
+    );
     headers.append(
         headers::CACHE_STATUS.clone(),
         headers::hit(entry.fresh_until_ms.saturating_sub(now_ms) / 1000),
@@ -295,7 +303,11 @@ where
                     cache: self.cache.clone(),
                     route: route.clone(),
                     path: parts.uri.path().into(),
-                    request_headers: if head { HeaderMap::new() } else { parts.headers.clone() },
+                    request_headers: if head {
+                        HeaderMap::new()
+                    } else {
+                        parts.headers.clone()
+                    },
                     key: match variant_of {
                         // The marker is rewritten when the response is stored.
                         Some((primary, _)) => primary,
@@ -342,14 +354,19 @@ impl<S> CacheService<S> {
 impl Miss {
     /// Decides from the response head whether it may be stored, and if so
     /// prepares the entry; `Err` says why not.
-    pub(crate) fn decide<B>(self: Box<Self>, response: &mut Response<B>) -> Result<Box<Pending>, (Self, Reason)>
+    pub(crate) fn decide<B>(
+        self: Box<Self>,
+        response: &mut Response<B>,
+    ) -> Result<Box<Pending>, (Self, Reason)>
     where
         B: http_body::Body,
     {
         use crate::policy::{CacheTags, CacheTtl, NoStore};
         let ext = response.extensions_mut();
         let no_store = ext.remove::<NoStore>().is_some();
-        let ttl = ext.remove::<CacheTtl>().map_or(self.route.policy.ttl, |t| t.0);
+        let ttl = ext
+            .remove::<CacheTtl>()
+            .map_or(self.route.policy.ttl, |t| t.0);
         let extra_tags = ext.remove::<CacheTags>();
         let reason = if self.head {
             Some(Reason::Head)
@@ -398,7 +415,8 @@ impl Miss {
             .filter(|(n, _)| !headers::is_unstorable_header(n))
             .map(|(n, v)| {
                 // Copied, so the entry owns its bytes.
-                let mut copy = HeaderValue::from_bytes(v.as_bytes()).expect("a valid value stays valid");
+                let mut copy =
+                    HeaderValue::from_bytes(v.as_bytes()).expect("a valid value stays valid");
                 copy.set_sensitive(v.is_sensitive());
                 (n.clone(), copy)
             })

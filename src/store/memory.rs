@@ -143,7 +143,10 @@ impl MemoryStore {
         let Some(entry) = self.map.get(key) else {
             return Lookup::Miss;
         };
-        if self.index.is_current(&entry.path, &entry.tags, entry.key_hash, entry.born) {
+        if self
+            .index
+            .is_current(&entry.path, &entry.tags, entry.key_hash, entry.born)
+        {
             Lookup::Found(entry)
         } else {
             self.map.remove_if(key, |v| Arc::ptr_eq(v, &entry));
@@ -157,7 +160,8 @@ impl MemoryStore {
         if u64::from(entry.weight) > self.max_item_weight {
             return false;
         }
-        self.index.extend_horizon(entry.fresh_until_ms.saturating_sub(entry.born_ms));
+        self.index
+            .extend_horizon(entry.fresh_until_ms.saturating_sub(entry.born_ms));
         if !self.index.admits(entry.born) {
             return false;
         }

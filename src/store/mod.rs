@@ -139,7 +139,11 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, key: &str) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
 
     /// Stores an entry under a key, replacing any other.
-    fn put(&self, key: &str, entry: Arc<Entry>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put(
+        &self,
+        key: &str,
+        entry: Arc<Entry>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes a key.
     fn remove(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -150,5 +154,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records an invalidation of every target at a new generation, which
     /// it returns. Must cost O(number of targets), whatever the number of
     /// entries.
-    fn invalidate(&self, targets: &[Target]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn invalidate(
+        &self,
+        targets: &[Target],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
