@@ -13,6 +13,10 @@ pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-stat
 pub(crate) struct ResponseDirectives {
     /// `no-store`, `private` or `no-cache` was present.
     pub(crate) forbids_store: bool,
+    /// `stale-while-revalidate=N`, in seconds.
+    pub(crate) stale_while_revalidate: Option<u64>,
+    /// `stale-if-error=N`, in seconds.
+    pub(crate) stale_if_error: Option<u64>,
 }
 
 /// Parses every `Cache-Control` value of a response (directives are
@@ -26,7 +30,16 @@ pub(crate) fn response_directives(headers: &HeaderMap) -> ResponseDirectives {
             continue;
         };
         for directive in value.split(',') {
-            let name = directive.split('=').next().unwrap_or("").trim();
+            let mut kv = directive.splitn(2, '=');
+            let name = kv.next().unwrap_or("").trim();
+            let secs = kv
+                .next()
+                .and_then(|v| v.trim().trim_matches('"').parse::<u64>().ok());
+            if name.eq_ignore_ascii_case("stale-while-revalidate") {
+                out.stale_while_revalidate = secs;
+            } else if name.eq_ignore_ascii_case("stale-if-error") {
+                out.stale_if_error = secs;
+            }
             if name.eq_ignore_ascii_case("no-store")
                 || name.eq_ignore_ascii_case("private")
                 || name.eq_ignore_ascii_case("no-cache")
@@ -107,6 +120,64 @@ pub(crate) fn forwarded(
         s.push_str(detail);
     }
     HeaderValue::try_from(s).expect("Cache-Status is built from tokens")
+}
+
+/// A `Cache-Status` value for a stale entry served (a negative `ttl`).
+pub(crate) fn stale(ttl_secs: i64, detail: &'static str) -> HeaderValue {
+    HeaderValue::try_from(format!(
+        "{CACHE_NAME}; hit; ttl={ttl_secs}; detail={detail}"
+    ))
+    .expect("Cache-Status is built from tokens")
+}
+
+/// A `Cache-Status` value for a stale entry served in place of an origin
+/// failure.
+pub(crate) fn stale_if_error(fwd_status: Option<u16>) -> HeaderValue {
+    let s = match fwd_status {
+        Some(code) => format!("{CACHE_NAME}; fwd=stale; fwd-status={code}; detail=stale-if-error"),
+        None => format!("{CACHE_NAME}; fwd=stale; detail=stale-if-error"),
+    };
+    HeaderValue::try_from(s).expect("Cache-Status is built from tokens")
+}
+
+/// A `Cache-Status` value for a request collapsed into another's origin
+/// call and answered with its stored response.
+pub(crate) fn collapsed() -> HeaderValue {
+    HeaderValue::from_static("tower-response-cache; fwd=miss; collapsed")
+}
+
+/// Whether a conditional request is satisfied by an entry with these
+/// headers: `If-None-Match` against its `ETag` (weak comparison), else
+/// `If-Modified-Since` against its `Last-Modified`.
+pub(crate) fn not_modified(
+    request: &HeaderMap,
+    etag: Option<&HeaderValue>,
+    last_modified: Option<&HeaderValue>,
+) -> bool {
+    if let Some(inm) = request.get(header::IF_NONE_MATCH) {
+        let (Ok(inm), Some(etag)) = (inm.to_str(), etag.and_then(|e| e.to_str().ok())) else {
+            return false;
+        };
+        let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+        let mine = bare(etag);
+        return inm.split(',').any(|t| t.trim() == "*" || bare(t) == mine);
+    }
+    let (Some(ims), Some(lm)) = (request.get(header::IF_MODIFIED_SINCE), last_modified) else {
+        return false;
+    };
+    let parse = |v: &HeaderValue| {
+        v.to_str()
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s).ok())
+    };
+    matches!((parse(ims), parse(lm)), (Some(ims), Some(lm)) if lm <= ims)
+}
+
+/// A strong `ETag` computed from a body with a stable hash, so every
+/// process computes the same one for the same bytes.
+pub(crate) fn computed_etag(body: &[u8]) -> HeaderValue {
+    let h = xxhash_rust::xxh3::xxh3_128(body);
+    HeaderValue::try_from(format!("\"{h:032x}\"")).expect("hex is a valid header value")
 }
 
 /// A `Cache-Status` value for a response served from the store.

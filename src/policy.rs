@@ -48,6 +48,8 @@ pub struct RoutePolicy {
     pub(crate) key_headers: Arc<[HeaderName]>,
     pub(crate) scope: Option<Arc<ScopeFn>>,
     pub(crate) statuses: Arc<[u16]>,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
 }
 
 impl RoutePolicy {
@@ -62,6 +64,8 @@ impl RoutePolicy {
             key_headers: Arc::new([]),
             scope: None,
             statuses: Arc::new(DEFAULT_STATUSES),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
         }
     }
 
@@ -157,6 +161,25 @@ impl RoutePolicy {
         self
     }
 
+    /// For this long after an entry expires, a request is answered at once
+    /// with the stale entry while exactly one background request refreshes
+    /// it (RFC 5861's `stale-while-revalidate`). An origin's own
+    /// `Cache-Control: stale-while-revalidate=N` takes precedence. An
+    /// invalidated entry is never served stale.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = window;
+        self
+    }
+
+    /// For this long after an entry expires, an origin answer of 5xx, or an
+    /// inner service error, is replaced by the stale entry (RFC 5861's
+    /// `stale-if-error`). An origin's own `Cache-Control: stale-if-error=N`
+    /// takes precedence. An invalidated entry is never served stale.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = window;
+        self
+    }
+
     /// The TTL of this policy.
     pub fn get_ttl(&self) -> Duration {
         self.ttl
@@ -188,6 +211,8 @@ impl fmt::Debug for RoutePolicy {
             .field("key_headers", &self.key_headers)
             .field("scope", &self.scope.as_ref().map(|_| "Fn(&Parts)"))
             .field("statuses", &self.statuses)
+            .field("stale_while_revalidate", &self.stale_while_revalidate)
+            .field("stale_if_error", &self.stale_if_error)
             .finish()
     }
 }

@@ -49,7 +49,10 @@ async fn get_is_cached_and_post_is_not() {
     let p1 = send(&app, method("POST", "/items")).await;
     let p2 = send(&app, method("POST", "/items")).await;
     assert_ne!(p1.body, p2.body);
-    assert_eq!(p2.cache_status(), "tower-response-cache; fwd=bypass; detail=method");
+    assert_eq!(
+        p2.cache_status(),
+        "tower-response-cache; fwd=bypass; detail=method"
+    );
     assert_eq!(hits.get(), 3);
     let stats = cache.stats();
     assert_eq!(stats.totals.hits, 1);
@@ -66,7 +69,10 @@ async fn head_is_answered_from_get_and_never_fills() {
     let (app, hits) = counted(&cache, |l| l.ttl(MIN));
     // HEAD first: forwarded, not stored.
     let h = send(&app, method("HEAD", "/items")).await;
-    assert_eq!(h.cache_status(), "tower-response-cache; fwd=miss; detail=head");
+    assert_eq!(
+        h.cache_status(),
+        "tower-response-cache; fwd=miss; detail=head"
+    );
     let g = send(&app, read("/items")).await;
     assert!(!g.is_hit(), "a HEAD must not fill the entry");
     assert_eq!(hits.get(), 2);
@@ -74,7 +80,10 @@ async fn head_is_answered_from_get_and_never_fills() {
     let h = send(&app, method("HEAD", "/items")).await;
     assert!(h.is_hit());
     assert!(h.body.is_empty());
-    assert_eq!(h.header("content-length"), Some(g.body.len().to_string().as_str()));
+    assert_eq!(
+        h.header("content-length"),
+        Some(g.body.len().to_string().as_str())
+    );
     assert_eq!(h.header("content-type"), g.header("content-type"));
     assert_eq!(hits.get(), 2);
 }
@@ -83,11 +92,16 @@ async fn head_is_answered_from_get_and_never_fills() {
 async fn query_is_normalised() {
     let cache = Cache::builder().build();
     let (app, hits) = counted(&cache, |l| {
-        l.route("/items", RoutePolicy::ttl(MIN).ignore_query_params(["utm_*", "fbclid"]))
+        l.route(
+            "/items",
+            RoutePolicy::ttl(MIN).ignore_query_params(["utm_*", "fbclid"]),
+        )
     });
     send(&app, read("/items?b=2&a=1")).await;
     assert!(send(&app, read("/items?a=1&b=2")).await.is_hit());
-    assert!(send(&app, read("/items?utm_source=x&a=1&fbclid=y&b=2")).await.is_hit());
+    assert!(send(&app, read("/items?utm_source=x&a=1&fbclid=y&b=2"))
+        .await
+        .is_hit());
     // Repeated names keep their order: a different list is a different key.
     send(&app, read("/items?a=1&a=2")).await;
     assert!(!send(&app, read("/items?a=2&a=1")).await.is_hit());
@@ -103,10 +117,20 @@ async fn hostile_uris_are_served_by_the_inner_service() {
     let cache = Cache::builder().build();
     let (app, hits) = counted(&cache, |l| l.ttl(MIN));
     let huge = format!("/items?q={}", "x".repeat(60_000));
-    for uri in [huge.as_str(), "/items?a=%zz", "/items?a=%00", "/items/%00", "/items?a=%4"] {
+    for uri in [
+        huge.as_str(),
+        "/items?a=%zz",
+        "/items?a=%00",
+        "/items/%00",
+        "/items?a=%4",
+    ] {
         let r = send(&app, read(uri)).await;
         assert_eq!(r.status, StatusCode::OK, "{uri:.40}");
-        assert!(r.cache_status().contains("fwd=bypass; detail=uri-"), "{}", r.cache_status());
+        assert!(
+            r.cache_status().contains("fwd=bypass; detail=uri-"),
+            "{}",
+            r.cache_status()
+        );
     }
     assert_eq!(hits.get(), 5);
     let stats = cache.stats();
@@ -134,10 +158,20 @@ async fn credentials_bypass_unless_scoped() {
     let (app, hits) = counted(&cache, |l| l.ttl(MIN));
     send(&app, read("/items")).await;
     let r = send(&app, get_with("/items", "authorization", "Bearer alice")).await;
-    assert_eq!(r.cache_status(), "tower-response-cache; fwd=bypass; detail=authorization");
+    assert_eq!(
+        r.cache_status(),
+        "tower-response-cache; fwd=bypass; detail=authorization"
+    );
     let r = send(&app, get_with("/items", "cookie", "sid=1")).await;
-    assert_eq!(r.cache_status(), "tower-response-cache; fwd=bypass; detail=cookie");
-    assert_eq!(hits.get(), 3, "an authenticated request must not get the shared entry");
+    assert_eq!(
+        r.cache_status(),
+        "tower-response-cache; fwd=bypass; detail=cookie"
+    );
+    assert_eq!(
+        hits.get(),
+        3,
+        "an authenticated request must not get the shared entry"
+    );
 }
 
 fn user_of(parts: &http::request::Parts) -> Option<String> {
@@ -172,35 +206,55 @@ async fn a_scoped_route_keeps_users_apart() {
     assert!(bob2.is_hit() && bob2.text().contains("bob"));
     // No scope value: bypass.
     let anon = send(&app, get_with("/me", "authorization", "Basic x")).await;
-    assert_eq!(anon.cache_status(), "tower-response-cache; fwd=bypass; detail=no-scope");
+    assert_eq!(
+        anon.cache_status(),
+        "tower-response-cache; fwd=bypass; detail=no-scope"
+    );
 }
 
 #[tokio::test]
 async fn key_headers_split_entries() {
     let cache = Cache::builder().build();
     let (app, hits) = counted(&cache, |l| {
-        l.route("/items", RoutePolicy::ttl(MIN).key_headers(["accept-language"]))
+        l.route(
+            "/items",
+            RoutePolicy::ttl(MIN).key_headers(["accept-language"]),
+        )
     });
     send(&app, get_with("/items", "accept-language", "fr")).await;
-    assert!(!send(&app, get_with("/items", "accept-language", "de")).await.is_hit());
-    assert!(send(&app, get_with("/items", "accept-language", "fr")).await.is_hit());
+    assert!(!send(&app, get_with("/items", "accept-language", "de"))
+        .await
+        .is_hit());
+    assert!(send(&app, get_with("/items", "accept-language", "fr"))
+        .await
+        .is_hit());
     assert_eq!(hits.get(), 2);
 }
 
 /// A route that answers with whatever the test asks for.
-fn responding(cache: &Cache, policy: RoutePolicy, make: fn(usize) -> Response<Body>) -> (Router, Hits) {
+fn responding(
+    cache: &Cache,
+    policy: RoutePolicy,
+    make: fn(usize) -> Response<Body>,
+) -> (Router, Hits) {
     let hits = Hits::default();
     let h = hits.clone();
     let app = Router::new()
-        .route("/r", get(move || {
-            let n = h.bump();
-            async move { make(n) }
-        }))
+        .route(
+            "/r",
+            get(move || {
+                let n = h.bump();
+                async move { make(n) }
+            }),
+        )
         .layer(CacheLayer::new(cache).route("/r", policy));
     (app, hits)
 }
 
-async fn stored_after_two(make: fn(usize) -> Response<Body>, policy: RoutePolicy) -> (bool, String) {
+async fn stored_after_two(
+    make: fn(usize) -> Response<Body>,
+    policy: RoutePolicy,
+) -> (bool, String) {
     let cache = Cache::builder().build();
     let (app, hits) = responding(&cache, policy, make);
     let first = send(&app, read("/r")).await;
@@ -211,22 +265,73 @@ async fn stored_after_two(make: fn(usize) -> Response<Body>, policy: RoutePolicy
 #[tokio::test]
 async fn only_storable_responses_are_stored() {
     let ttl = || RoutePolicy::ttl(MIN);
-    assert_eq!(stored_after_two(|_| Response::new(Body::from("ok")), ttl()).await.0, true);
-    assert!(stored_after_two(|_| Response::builder().status(404).body(Body::from("nf")).unwrap(), ttl()).await.0);
-    let (s, status) = stored_after_two(|_| Response::builder().status(500).body(Body::from("e")).unwrap(), ttl()).await;
+    assert_eq!(
+        stored_after_two(|_| Response::new(Body::from("ok")), ttl())
+            .await
+            .0,
+        true
+    );
+    assert!(
+        stored_after_two(
+            |_| Response::builder()
+                .status(404)
+                .body(Body::from("nf"))
+                .unwrap(),
+            ttl()
+        )
+        .await
+        .0
+    );
+    let (s, status) = stored_after_two(
+        |_| {
+            Response::builder()
+                .status(500)
+                .body(Body::from("e"))
+                .unwrap()
+        },
+        ttl(),
+    )
+    .await;
     assert!(!s);
     assert_eq!(status, "tower-response-cache; fwd=miss; detail=status");
-    assert!(!stored_after_two(|_| Response::builder().status(206).body(Body::from("p")).unwrap(), ttl()).await.0);
+    assert!(
+        !stored_after_two(
+            |_| Response::builder()
+                .status(206)
+                .body(Body::from("p"))
+                .unwrap(),
+            ttl()
+        )
+        .await
+        .0
+    );
     // A custom status set.
-    assert!(stored_after_two(
-        |_| Response::builder().status(500).body(Body::from("e")).unwrap(),
-        ttl().statuses([StatusCode::OK, StatusCode::INTERNAL_SERVER_ERROR])
-    )
-    .await
-    .0);
-    assert!(!stored_after_two(|_| Response::new(Body::from("ok")), ttl().statuses([StatusCode::NOT_FOUND])).await.0);
+    assert!(
+        stored_after_two(
+            |_| Response::builder()
+                .status(500)
+                .body(Body::from("e"))
+                .unwrap(),
+            ttl().statuses([StatusCode::OK, StatusCode::INTERNAL_SERVER_ERROR])
+        )
+        .await
+        .0
+    );
+    assert!(
+        !stored_after_two(
+            |_| Response::new(Body::from("ok")),
+            ttl().statuses([StatusCode::NOT_FOUND])
+        )
+        .await
+        .0
+    );
     let (s, status) = stored_after_two(
-        |n| Response::builder().header("set-cookie", format!("n={n}")).body(Body::from("c")).unwrap(),
+        |n| {
+            Response::builder()
+                .header("set-cookie", format!("n={n}"))
+                .body(Body::from("c"))
+                .unwrap()
+        },
         ttl(),
     )
     .await;
@@ -237,17 +342,25 @@ async fn only_storable_responses_are_stored() {
         let hits = Hits::default();
         let h = hits.clone();
         let app = Router::new()
-            .route("/r", get(move || {
-                h.bump();
-                async move { ([(header::CACHE_CONTROL, cc)], "x") }
-            }))
+            .route(
+                "/r",
+                get(move || {
+                    h.bump();
+                    async move { ([(header::CACHE_CONTROL, cc)], "x") }
+                }),
+            )
             .layer(CacheLayer::new(&cache).ttl(MIN));
         send(&app, read("/r")).await;
         send(&app, read("/r")).await;
         assert_eq!(hits.get(), 2, "cache-control {cc} must not be stored");
     }
     let (s, status) = stored_after_two(
-        |_| Response::builder().header("vary", "*").body(Body::from("v")).unwrap(),
+        |_| {
+            Response::builder()
+                .header("vary", "*")
+                .body(Body::from("v"))
+                .unwrap()
+        },
         ttl(),
     )
     .await;
@@ -262,11 +375,14 @@ async fn vary_is_honoured_with_compression_inside_the_cache() {
     let h = hits.clone();
     let body = "compress me ".repeat(200);
     let inner = Router::new()
-        .route("/big", get(move || {
-            h.bump();
-            let body = body.clone();
-            async move { ([(header::CONTENT_TYPE, "text/plain")], body) }
-        }))
+        .route(
+            "/big",
+            get(move || {
+                h.bump();
+                let body = body.clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain")], body) }
+            }),
+        )
         .layer(tower_http::compression::CompressionLayer::new());
     let app = Router::new()
         .fallback_service(inner)
@@ -275,7 +391,11 @@ async fn vary_is_honoured_with_compression_inside_the_cache() {
     let gz = send(&app, get_with("/big", "accept-encoding", "gzip")).await;
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     let plain = send(&app, read("/big")).await;
-    assert_eq!(plain.header("content-encoding"), None, "gzip served to a client that did not ask");
+    assert_eq!(
+        plain.header("content-encoding"),
+        None,
+        "gzip served to a client that did not ask"
+    );
     assert!(!plain.is_hit());
     assert_eq!(plain.text(), "compress me ".repeat(200));
     let gz2 = send(&app, get_with("/big", "accept-encoding", "gzip")).await;
@@ -334,11 +454,17 @@ async fn bodies_over_the_limit_stream_whole_and_are_not_stored() {
     let h = hits.clone();
     static CHUNK: [u8; 400] = [b'a'; 400];
     let app = Router::new()
-        .route("/big", get(move || {
-            h.bump();
-            async move { Response::new(scripted(&[&CHUNK, &CHUNK, &CHUNK, &CHUNK], Then::End)) }
-        }))
-        .route("/small", get(|| async { Response::new(scripted(&[b"ab", b"cd"], Then::End)) }))
+        .route(
+            "/big",
+            get(move || {
+                h.bump();
+                async move { Response::new(scripted(&[&CHUNK, &CHUNK, &CHUNK, &CHUNK], Then::End)) }
+            }),
+        )
+        .route(
+            "/small",
+            get(|| async { Response::new(scripted(&[b"ab", b"cd"], Then::End)) }),
+        )
         .layer(CacheLayer::new(&cache).ttl(MIN));
     let r = send(&app, read("/big")).await;
     assert_eq!(r.body.len(), 1600, "the client must receive every byte");
@@ -358,17 +484,28 @@ async fn a_body_that_errors_is_not_stored() {
     let hits = Hits::default();
     let h = hits.clone();
     let app = Router::new()
-        .route("/broken", get(move || {
-            h.bump();
-            async move { Response::new(scripted(&[b"partial"], Then::Fail)) }
-        }))
+        .route(
+            "/broken",
+            get(move || {
+                h.bump();
+                async move { Response::new(scripted(&[b"partial"], Then::Fail)) }
+            }),
+        )
         .layer(CacheLayer::new(&cache).ttl(MIN));
     for _ in 0..2 {
-        let res = tower::ServiceExt::oneshot(app.clone(), read("/broken")).await.unwrap();
+        let res = tower::ServiceExt::oneshot(app.clone(), read("/broken"))
+            .await
+            .unwrap();
         let mut body = res.into_body();
-        let first = http_body_util::BodyExt::frame(&mut body).await.unwrap().unwrap();
+        let first = http_body_util::BodyExt::frame(&mut body)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(first.into_data().unwrap(), "partial");
-        assert!(http_body_util::BodyExt::frame(&mut body).await.unwrap().is_err());
+        assert!(http_body_util::BodyExt::frame(&mut body)
+            .await
+            .unwrap()
+            .is_err());
     }
     assert_eq!(hits.get(), 2);
     assert_eq!(cache.stats().totals.not_stored.get("body-error"), Some(&2));
@@ -378,12 +515,15 @@ async fn a_body_that_errors_is_not_stored() {
 async fn event_streams_are_never_held_back() {
     let cache = Cache::builder().build();
     let app = Router::new()
-        .route("/events", get(|| async {
-            Response::builder()
-                .header(header::CONTENT_TYPE, "text/event-stream")
-                .body(scripted(&[b"data: one\n\n"], Then::StayOpen))
-                .unwrap()
-        }))
+        .route(
+            "/events",
+            get(|| async {
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/event-stream")
+                    .body(scripted(&[b"data: one\n\n"], Then::StayOpen))
+                    .unwrap()
+            }),
+        )
         .layer(CacheLayer::new(&cache).ttl(MIN));
     let addr = serve(app).await;
     let client = client();
@@ -391,13 +531,19 @@ async fn event_streams_are_never_held_back() {
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     let res = client.request(req).await.unwrap();
-    assert!(res.headers()["cache-status"].to_str().unwrap().ends_with("detail=event-stream"));
-    let mut body = res.into_body();
-    let first = tokio::time::timeout(Duration::from_secs(5), http_body_util::BodyExt::frame(&mut body))
-        .await
-        .expect("the first event must arrive while the stream stays open")
+    assert!(res.headers()["cache-status"]
+        .to_str()
         .unwrap()
-        .unwrap();
+        .ends_with("detail=event-stream"));
+    let mut body = res.into_body();
+    let first = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_body_util::BodyExt::frame(&mut body),
+    )
+    .await
+    .expect("the first event must arrive while the stream stays open")
+    .unwrap()
+    .unwrap();
     assert_eq!(first.into_data().unwrap(), "data: one\n\n");
 }
 
@@ -418,7 +564,10 @@ async fn ttl_age_and_cache_status() {
     let r = send(&app, read("/items")).await;
     assert!(!r.is_hit(), "past its TTL");
     assert!(r.header("age").is_none());
-    assert!(send(&app, read("/items/1")).await.is_hit(), "the longer route keeps its entry");
+    assert!(
+        send(&app, read("/items/1")).await.is_hit(),
+        "the longer route keeps its entry"
+    );
     assert_eq!(hits.get(), 3);
 }
 
@@ -430,29 +579,43 @@ async fn handlers_steer_their_own_caching() {
     let (h1, h2, h3) = (hits.clone(), hits.clone(), hits.clone());
     let saw = saw_extension.clone();
     let app = Router::new()
-        .route("/short", get(move || {
-            h1.bump();
-            async { (Extension(CacheTtl(Duration::from_secs(1))), "short") }
-        }))
-        .route("/never", get(move || {
-            h2.bump();
-            async { (Extension(NoStore), "never") }
-        }))
-        .route("/tagged", get(move || {
-            h3.bump();
-            async { (Extension(CacheTags(vec!["extra".into()])), "tagged") }
-        }))
+        .route(
+            "/short",
+            get(move || {
+                h1.bump();
+                async { (Extension(CacheTtl(Duration::from_secs(1))), "short") }
+            }),
+        )
+        .route(
+            "/never",
+            get(move || {
+                h2.bump();
+                async { (Extension(NoStore), "never") }
+            }),
+        )
+        .route(
+            "/tagged",
+            get(move || {
+                h3.bump();
+                async { (Extension(CacheTags(vec!["extra".into()])), "tagged") }
+            }),
+        )
         .layer(CacheLayer::new(&cache).ttl(MIN))
-        .layer(axum::middleware::map_response(move |res: Response<Body>| {
-            let saw = saw.clone();
-            async move {
-                let e = res.extensions();
-                if e.get::<CacheTtl>().is_some() || e.get::<NoStore>().is_some() || e.get::<CacheTags>().is_some() {
-                    saw.store(true, Ordering::SeqCst);
+        .layer(axum::middleware::map_response(
+            move |res: Response<Body>| {
+                let saw = saw.clone();
+                async move {
+                    let e = res.extensions();
+                    if e.get::<CacheTtl>().is_some()
+                        || e.get::<NoStore>().is_some()
+                        || e.get::<CacheTags>().is_some()
+                    {
+                        saw.store(true, Ordering::SeqCst);
+                    }
+                    res
                 }
-                res
-            }
-        }));
+            },
+        ));
     for path in ["/short", "/never", "/tagged"] {
         send(&app, read(path)).await;
     }
@@ -460,10 +623,19 @@ async fn handlers_steer_their_own_caching() {
     assert!(!send(&app, read("/never")).await.is_hit());
     assert!(send(&app, read("/tagged")).await.is_hit());
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert!(!send(&app, read("/short")).await.is_hit(), "the handler's TTL wins");
+    assert!(
+        !send(&app, read("/short")).await.is_hit(),
+        "the handler's TTL wins"
+    );
     cache.invalidate_tag("extra");
-    assert!(!send(&app, read("/tagged")).await.is_hit(), "the handler's tag was kept");
-    assert!(!saw_extension.load(Ordering::SeqCst), "the layer strips its extensions");
+    assert!(
+        !send(&app, read("/tagged")).await.is_hit(),
+        "the handler's tag was kept"
+    );
+    assert!(
+        !saw_extension.load(Ordering::SeqCst),
+        "the layer strips its extensions"
+    );
     assert_eq!(hits.get(), 6);
 }
 
@@ -477,7 +649,10 @@ async fn rules_pick_the_most_specific_pattern_and_pass_others() {
     send(&app, read("/items/special")).await;
     send(&app, read("/items/7")).await;
     let other = send(&app, read("/other")).await;
-    assert_eq!(other.cache_status(), "tower-response-cache; fwd=bypass; detail=no-rule");
+    assert_eq!(
+        other.cache_status(),
+        "tower-response-cache; fwd=bypass; detail=no-rule"
+    );
     send(&app, read("/other")).await;
     assert_eq!(hits.get(), 4);
     let stats = cache.stats();
@@ -502,10 +677,13 @@ async fn route_layer_sets_a_ttl_for_one_route() {
             })
             .route_layer(CacheLayer::new(&cache).ttl(MIN)),
         )
-        .route("/live", get(move || {
-            h2.bump();
-            async { "live" }
-        }));
+        .route(
+            "/live",
+            get(move || {
+                h2.bump();
+                async { "live" }
+            }),
+        );
     send(&app, read("/config")).await;
     assert!(send(&app, read("/config")).await.is_hit());
     let live = send(&app, read("/live")).await;
@@ -521,28 +699,40 @@ async fn route_layer_sets_a_ttl_for_one_route() {
 
 #[tokio::test]
 async fn a_full_size_body_fits_a_shard_and_heavier_entries_are_counted() {
-    let cache = Cache::builder().max_bytes(2_300_000).max_body_bytes(1 << 20).build();
+    let cache = Cache::builder()
+        .max_bytes(2_300_000)
+        .max_body_bytes(1 << 20)
+        .build();
     let hits = Hits::default();
     let h = hits.clone();
     let app = Router::new()
-        .route("/mb", get(move || {
-            h.bump();
-            async { vec![7u8; 1 << 20] }
-        }))
-        .route("/fat", get(|| async {
-            // A body within the limit, but headers too heavy for one shard.
-            let mut res = Response::new(Body::from(vec![1u8; 1 << 20]));
-            for i in 0..200 {
-                res.headers_mut().insert(
-                    http::HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap(),
-                    http::HeaderValue::from_str(&"p".repeat(500)).unwrap(),
-                );
-            }
-            res
-        }))
+        .route(
+            "/mb",
+            get(move || {
+                h.bump();
+                async { vec![7u8; 1 << 20] }
+            }),
+        )
+        .route(
+            "/fat",
+            get(|| async {
+                // A body within the limit, but headers too heavy for one shard.
+                let mut res = Response::new(Body::from(vec![1u8; 1 << 20]));
+                for i in 0..200 {
+                    res.headers_mut().insert(
+                        http::HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap(),
+                        http::HeaderValue::from_str(&"p".repeat(500)).unwrap(),
+                    );
+                }
+                res
+            }),
+        )
         .layer(CacheLayer::new(&cache).ttl(MIN));
     assert_eq!(send(&app, read("/mb")).await.body.len(), 1 << 20);
-    assert!(send(&app, read("/mb")).await.is_hit(), "a max_body_bytes entry must fit");
+    assert!(
+        send(&app, read("/mb")).await.is_hit(),
+        "a max_body_bytes entry must fit"
+    );
     assert_eq!(hits.get(), 1);
     send(&app, read("/fat")).await;
     assert!(!send(&app, read("/fat")).await.is_hit());
@@ -553,15 +743,25 @@ async fn a_full_size_body_fits_a_shard_and_heavier_entries_are_counted() {
 
 #[test]
 fn a_cache_too_small_for_one_body_is_refused() {
-    let err = Cache::builder().max_bytes(1 << 20).max_body_bytes(1 << 20).try_build().unwrap_err();
+    let err = Cache::builder()
+        .max_bytes(1 << 20)
+        .max_body_bytes(1 << 20)
+        .try_build()
+        .unwrap_err();
     assert!(err.to_string().contains("max_body_bytes"), "{err}");
 }
 
 #[tokio::test]
 async fn many_entries_stay_within_max_bytes() {
-    let cache = Cache::builder().max_bytes(2 << 20).max_body_bytes(64 << 10).build();
+    let cache = Cache::builder()
+        .max_bytes(2 << 20)
+        .max_body_bytes(64 << 10)
+        .build();
     let app = Router::new()
-        .route("/e/{n}", get(|Path(n): Path<u32>| async move { vec![n as u8; 4096] }))
+        .route(
+            "/e/{n}",
+            get(|Path(n): Path<u32>| async move { vec![n as u8; 4096] }),
+        )
         .layer(CacheLayer::new(&cache).ttl(MIN));
     for n in 0..2000 {
         send(&app, read(&format!("/e/{n}"))).await;
@@ -582,7 +782,9 @@ fn services_are_clone_send_sync() {
     assert_service_traits::<CacheLayer>();
     assert_service_traits::<Cache>();
     fn send_future<F: Send>(_: &F) {}
-    let mut svc = CacheLayer::new(&Cache::builder().build()).ttl(MIN).layer_router();
+    let mut svc = CacheLayer::new(&Cache::builder().build())
+        .ttl(MIN)
+        .layer_router();
     let fut = tower::Service::call(&mut svc, read("/"));
     send_future(&fut);
 }
@@ -620,7 +822,10 @@ impl tower::Service<http::Request<Body>> for Strict {
     }
 
     fn call(&mut self, _req: http::Request<Body>) -> Self::Future {
-        assert!(std::mem::take(&mut self.ready), "called without being polled ready");
+        assert!(
+            std::mem::take(&mut self.ready),
+            "called without being polled ready"
+        );
         std::future::ready(Ok(Response::new(Body::from("strict"))))
     }
 }
@@ -632,11 +837,17 @@ async fn poll_ready_is_forwarded_to_the_service_that_is_called() {
     let open = Arc::new(AtomicBool::new(false));
     let mut svc = tower_layer::Layer::layer(
         &CacheLayer::new(&cache).ttl(MIN),
-        Strict { ready: false, open: open.clone() },
+        Strict {
+            ready: false,
+            open: open.clone(),
+        },
     );
     let waker = std::task::Waker::noop();
     let mut cx = Context::from_waker(waker);
-    assert!(svc.poll_ready(&mut cx).is_pending(), "readiness must be forwarded");
+    assert!(
+        svc.poll_ready(&mut cx).is_pending(),
+        "readiness must be forwarded"
+    );
     open.store(true, Ordering::SeqCst);
     for uri in ["/a", "/a", "/b", "/c"] {
         let res = svc.ready().await.unwrap().call(read(uri)).await.unwrap();
@@ -653,10 +864,16 @@ async fn works_under_a_plain_hyper_server() {
     let h = hits.clone();
     let svc = tower::ServiceBuilder::new()
         .layer(CacheLayer::new(&cache).ttl(MIN))
-        .service(tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
-            let n = h.bump();
-            async move { Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(format!("n={n}"))))) }
-        }));
+        .service(tower::service_fn(
+            move |_req: http::Request<hyper::body::Incoming>| {
+                let n = h.bump();
+                async move {
+                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from(
+                        format!("n={n}"),
+                    ))))
+                }
+            },
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -687,12 +904,30 @@ async fn works_under_a_plain_hyper_server() {
 async fn users_never_see_each_others_data_over_the_network() {
     let cache = Cache::builder().build();
     let app = Router::new()
-        .route("/me", get(|headers: HeaderMap| async move {
-            format!("{}", headers.get("authorization").map(|v| v.to_str().unwrap()).unwrap_or("anon"))
-        }))
-        .route("/shared", get(|headers: HeaderMap| async move {
-            format!("{}", headers.get("authorization").map(|v| v.to_str().unwrap()).unwrap_or("anon"))
-        }))
+        .route(
+            "/me",
+            get(|headers: HeaderMap| async move {
+                format!(
+                    "{}",
+                    headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap())
+                        .unwrap_or("anon")
+                )
+            }),
+        )
+        .route(
+            "/shared",
+            get(|headers: HeaderMap| async move {
+                format!(
+                    "{}",
+                    headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap())
+                        .unwrap_or("anon")
+                )
+            }),
+        )
         .layer(
             CacheLayer::new(&cache)
                 .route("/me", RoutePolicy::ttl(MIN).scope(user_of))
@@ -715,8 +950,14 @@ async fn users_never_see_each_others_data_over_the_network() {
         t.await.unwrap();
     }
     // An anonymous read of the unscoped route is cached, and never shows a user.
-    assert_eq!(fetch(&client, addr, "GET", "/shared", &[]).await.text(), "anon");
-    assert_eq!(fetch(&client, addr, "GET", "/shared", &[]).await.text(), "anon");
+    assert_eq!(
+        fetch(&client, addr, "GET", "/shared", &[]).await.text(),
+        "anon"
+    );
+    assert_eq!(
+        fetch(&client, addr, "GET", "/shared", &[]).await.text(),
+        "anon"
+    );
 }
 
 // ---- tracing ----
@@ -725,7 +966,11 @@ async fn users_never_see_each_others_data_over_the_network() {
 struct Recorder(Arc<Mutex<Vec<String>>>);
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
-    fn on_event(&self, event: &tracing::Event<'_>, _ctx: tracing_subscriber::layer::Context<'_, S>) {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
         struct V(String);
         impl tracing::field::Visit for V {
             fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
@@ -750,9 +995,16 @@ async fn each_decision_is_traced_with_key_outcome_and_reason() {
     send(&app, read("/items?a=2&z=1")).await;
     send(&app, get_with("/items", "cookie", "a=b")).await;
     let events = recorder.0.lock().unwrap().clone();
-    let decisions: Vec<_> = events.iter().filter(|e| e.contains("cache decision")).collect();
+    let decisions: Vec<_> = events
+        .iter()
+        .filter(|e| e.contains("cache decision"))
+        .collect();
     assert_eq!(decisions.len(), 3, "{events:#?}");
-    assert!(decisions[0].contains("key=/items?a=2&z=1") && decisions[0].contains("outcome=\"miss\""));
+    assert!(
+        decisions[0].contains("key=/items?a=2&z=1") && decisions[0].contains("outcome=\"miss\"")
+    );
     assert!(decisions[1].contains("outcome=\"hit\""));
-    assert!(decisions[2].contains("outcome=\"bypass\"") && decisions[2].contains("reason=\"cookie\""));
+    assert!(
+        decisions[2].contains("outcome=\"bypass\"") && decisions[2].contains("reason=\"cookie\"")
+    );
 }

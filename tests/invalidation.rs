@@ -43,16 +43,18 @@ fn catalogue(cache: &Cache, inv: impl FnOnce(InvalidateOn) -> InvalidateOn) -> (
         .route("/dashboard", get(db_read))
         .route("/orders", post(write))
         .route("/fail", post(|| async { StatusCode::UNPROCESSABLE_ENTITY }))
-        .route("/boom", post(|| async { StatusCode::INTERNAL_SERVER_ERROR }))
+        .route(
+            "/boom",
+            post(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
+        )
         .with_state(db.clone())
         .layer(
             ServiceBuilder::new()
                 .layer(inv(InvalidateOn::new(cache)))
-                .layer(
-                    CacheLayer::new(cache)
-                        .ttl(MIN)
-                        .route("/dashboard", RoutePolicy::ttl(MIN).tags(["dashboard", "order.created"])),
-                ),
+                .layer(CacheLayer::new(cache).ttl(MIN).route(
+                    "/dashboard",
+                    RoutePolicy::ttl(MIN).tags(["dashboard", "order.created"]),
+                )),
         );
     (app, db)
 }
@@ -72,7 +74,13 @@ async fn hit(app: &Router, path: &str) -> bool {
 async fn prefixes_match_whole_segments() {
     let cache = Cache::builder().build();
     let (app, _) = catalogue(&cache, |i| i);
-    let all = ["/products", "/products/42", "/products?page=2", "/products-archive", "/dashboard"];
+    let all = [
+        "/products",
+        "/products/42",
+        "/products?page=2",
+        "/products-archive",
+        "/dashboard",
+    ];
     warm(&app, &all).await;
     // No rule: POST /products flushes its own path as a prefix.
     let r = send(&app, method("POST", "/products")).await;
@@ -80,7 +88,10 @@ async fn prefixes_match_whole_segments() {
     assert!(!hit(&app, "/products").await);
     assert!(!hit(&app, "/products/42").await);
     assert!(!hit(&app, "/products?page=2").await);
-    assert!(hit(&app, "/products-archive").await, "a prefix never covers a sibling with a longer name");
+    assert!(
+        hit(&app, "/products-archive").await,
+        "a prefix never covers a sibling with a longer name"
+    );
     assert!(hit(&app, "/dashboard").await);
     cache.invalidate_prefix("/");
     assert!(!hit(&app, "/products-archive").await);
@@ -105,17 +116,27 @@ async fn a_prefix_covers_every_scope() {
         )
         .layer(CacheLayer::new(&cache).route(
             "/me/orders",
-            RoutePolicy::ttl(MIN).scope(|p| p.headers.get("x-user").map(|v| v.to_str().unwrap().to_owned())),
+            RoutePolicy::ttl(MIN).scope(|p| {
+                p.headers
+                    .get("x-user")
+                    .map(|v| v.to_str().unwrap().to_owned())
+            }),
         ));
     for user in ["a", "b"] {
         send(&app, get_with("/me/orders", "x-user", user)).await;
-        assert!(send(&app, get_with("/me/orders", "x-user", user)).await.is_hit());
+        assert!(send(&app, get_with("/me/orders", "x-user", user))
+            .await
+            .is_hit());
     }
     version.store(1, Ordering::SeqCst);
     cache.invalidate_prefix("/me");
     for user in ["a", "b"] {
         let r = send(&app, get_with("/me/orders", "x-user", user)).await;
-        assert!(!r.is_hit() && r.text().ends_with("v1"), "{user}: {}", r.text());
+        assert!(
+            !r.is_hit() && r.text().ends_with("v1"),
+            "{user}: {}",
+            r.text()
+        );
     }
 }
 
@@ -126,11 +147,18 @@ async fn rules_fill_params_and_flush_tags() {
         i.rule("/products/{id}", ["/products/{id}"])
             .rule("/orders", [Target::tag("order.created")])
     });
-    warm(&app, &["/products", "/products/1", "/products/2", "/dashboard"]).await;
+    warm(
+        &app,
+        &["/products", "/products/1", "/products/2", "/dashboard"],
+    )
+    .await;
     send(&app, method("PUT", "/products/1")).await;
     assert!(!hit(&app, "/products/1").await);
     assert!(hit(&app, "/products").await, "the rule names only the item");
-    assert!(hit(&app, "/products/2").await, "only the written item is flushed");
+    assert!(
+        hit(&app, "/products/2").await,
+        "only the written item is flushed"
+    );
     assert!(hit(&app, "/dashboard").await);
     // Tags as events: a write on /orders flushes every read tagged order.created.
     send(&app, method("POST", "/orders")).await;
@@ -145,27 +173,56 @@ async fn rules_fill_params_and_flush_tags() {
 async fn location_of_a_created_resource_is_flushed() {
     let cache = Cache::builder().build();
     let app = Router::new()
-        .route("/items/{id}", get(|Path(id): Path<u32>| async move { format!("item {id}") }))
-        .route("/other/{id}", get(|Path(id): Path<u32>| async move { format!("other {id}") }))
+        .route(
+            "/items/{id}",
+            get(|Path(id): Path<u32>| async move { format!("item {id}") }),
+        )
+        .route(
+            "/other/{id}",
+            get(|Path(id): Path<u32>| async move { format!("other {id}") }),
+        )
         .route(
             "/create",
-            post(|| async { (StatusCode::CREATED, [("location", "/items/7"), ("content-location", "http://elsewhere.test/other/1")]) }),
+            post(|| async {
+                (
+                    StatusCode::CREATED,
+                    [
+                        ("location", "/items/7"),
+                        ("content-location", "http://elsewhere.test/other/1"),
+                    ],
+                )
+            }),
         )
-        .layer(ServiceBuilder::new().layer(InvalidateOn::new(&cache)).layer(CacheLayer::new(&cache).ttl(MIN)));
+        .layer(
+            ServiceBuilder::new()
+                .layer(InvalidateOn::new(&cache))
+                .layer(CacheLayer::new(&cache).ttl(MIN)),
+        );
     warm(&app, &["/items/7", "/items/8", "/other/1"]).await;
     send(&app, method("POST", "/create")).await;
     assert!(!hit(&app, "/items/7").await);
     assert!(hit(&app, "/items/8").await);
-    assert!(hit(&app, "/other/1").await, "another origin's Content-Location is ignored");
+    assert!(
+        hit(&app, "/other/1").await,
+        "another origin's Content-Location is ignored"
+    );
 }
 
 #[tokio::test]
 async fn failed_mutations_flush_nothing() {
     let cache = Cache::builder().build();
-    let (app, _) = catalogue(&cache, |i| i.rule("/fail", ["/products"]).rule("/boom", ["/products"]));
+    let (app, _) = catalogue(&cache, |i| {
+        i.rule("/fail", ["/products"]).rule("/boom", ["/products"])
+    });
     warm(&app, &["/products"]).await;
-    assert_eq!(send(&app, method("POST", "/fail")).await.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(send(&app, method("POST", "/boom")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        send(&app, method("POST", "/fail")).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        send(&app, method("POST", "/boom")).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     assert!(hit(&app, "/products").await);
     assert_eq!(cache.stats().invalidations, 0);
 
@@ -178,7 +235,10 @@ async fn failed_mutations_flush_nothing() {
     assert!(err.is_err());
     assert!(hit(&app, "/products").await);
     // A custom success predicate.
-    let (app2, _) = catalogue(&cache, |i| i.rule("/fail", ["/products"]).when(|s| s.is_success() || s.as_u16() == 422));
+    let (app2, _) = catalogue(&cache, |i| {
+        i.rule("/fail", ["/products"])
+            .when(|s| s.is_success() || s.as_u16() == 422)
+    });
     send(&app2, method("POST", "/fail")).await;
     assert!(!hit(&app, "/products").await);
 }
@@ -197,20 +257,32 @@ async fn methods_can_be_chosen() {
 #[tokio::test]
 async fn exact_request_flush() {
     let cache = Cache::builder().build();
-    let layer = CacheLayer::new(&cache).route("/products", RoutePolicy::ttl(MIN).ignore_query_params(["utm_*"]));
+    let layer = CacheLayer::new(&cache).route(
+        "/products",
+        RoutePolicy::ttl(MIN).ignore_query_params(["utm_*"]),
+    );
     let db = Db::default();
     let app = Router::new()
         .route("/products", get(db_read))
         .with_state(db)
         .layer(layer.clone());
     warm(&app, &["/products?page=1", "/products?page=2"]).await;
-    let (parts, ()) = http::Request::get("/products?utm_x=1&page=1").body(()).unwrap().into_parts();
+    let (parts, ()) = http::Request::get("/products?utm_x=1&page=1")
+        .body(())
+        .unwrap()
+        .into_parts();
     assert!(layer.invalidate_request(&parts));
     assert!(!hit(&app, "/products?page=1").await);
     assert!(hit(&app, "/products?page=2").await);
-    let (post, ()) = http::Request::post("/products").body(()).unwrap().into_parts();
+    let (post, ()) = http::Request::post("/products")
+        .body(())
+        .unwrap()
+        .into_parts();
     assert!(!layer.invalidate_request(&post));
-    let (unmatched, ()) = http::Request::get("/nothing").body(()).unwrap().into_parts();
+    let (unmatched, ()) = http::Request::get("/nothing")
+        .body(())
+        .unwrap()
+        .into_parts();
     assert!(!layer.invalidate_request(&unmatched));
 }
 
@@ -245,7 +317,11 @@ async fn a_read_begun_before_an_invalidation_is_never_served_after_it() {
                 }
             }),
         )
-        .layer(ServiceBuilder::new().layer(InvalidateOn::new(&cache)).layer(CacheLayer::new(&cache).ttl(MIN)));
+        .layer(
+            ServiceBuilder::new()
+                .layer(InvalidateOn::new(&cache))
+                .layer(CacheLayer::new(&cache).ttl(MIN)),
+        );
     let app2 = app.clone();
     let stale_read = tokio::spawn(async move { send(&app2, read("/slow")).await });
     entered.notified().await;
@@ -283,7 +359,10 @@ async fn read_your_writes_under_concurrent_readers() {
                 let floor = ack.load(Ordering::SeqCst);
                 let r = send(&app, read("/products?page=1")).await;
                 let seen: u64 = r.text().trim_start_matches('v').parse().unwrap();
-                assert!(seen >= floor, "read started after write {floor} was acknowledged but saw v{seen}");
+                assert!(
+                    seen >= floor,
+                    "read started after write {floor} was acknowledged but saw v{seen}"
+                );
                 checked += 1;
             }
             checked
@@ -302,7 +381,10 @@ async fn read_your_writes_under_concurrent_readers() {
     }
     assert!(total > 200, "readers ran {total} reads");
     let stats = cache.stats();
-    assert!(stats.totals.hits > 0, "the route must really be cached between writes: {stats:?}");
+    assert!(
+        stats.totals.hits > 0,
+        "the route must really be cached between writes: {stats:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -326,7 +408,11 @@ async fn the_index_stays_bounded() {
             break;
         }
     }
-    assert!(cache.stats().index_records <= 1, "{}", cache.stats().index_records);
+    assert!(
+        cache.stats().index_records <= 1,
+        "{}",
+        cache.stats().index_records
+    );
     // Correctness survives pruning: fresh entries are still flushed.
     warm(&app, &["/products/9"]).await;
     cache.invalidate_prefix("/products");

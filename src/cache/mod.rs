@@ -1,5 +1,6 @@
 //! The shared [`Cache`] handle, its builder, and its statistics.
 
+pub(crate) mod flight;
 pub(crate) mod stats;
 
 use std::collections::BTreeMap;
@@ -13,7 +14,9 @@ use tokio::time::Instant;
 
 use crate::invalidate::Target;
 use crate::store::MemoryStore;
-use stats::{Counters, Stats};
+use flight::Flights;
+use stats::{Counters, Extra, Stats};
+use std::time::Duration;
 
 /// Bytes allowed for an entry's key and headers on top of its body when
 /// sizing the memory store's shards.
@@ -51,6 +54,8 @@ pub struct CacheBuilder {
     max_bytes: u64,
     max_body_bytes: usize,
     max_key_bytes: usize,
+    coalesce_timeout: Duration,
+    pass_marker: Duration,
 }
 
 impl Default for CacheBuilder {
@@ -59,6 +64,8 @@ impl Default for CacheBuilder {
             max_bytes: 64 << 20,
             max_body_bytes: 1 << 20,
             max_key_bytes: 8 << 10,
+            coalesce_timeout: Duration::from_secs(5),
+            pass_marker: Duration::from_secs(2),
         }
     }
 }
@@ -86,6 +93,23 @@ impl CacheBuilder {
         self
     }
 
+    /// How long a miss waits for another request's origin call on the same
+    /// key before going to the origin itself (default 5 s).
+    /// `Duration::ZERO` turns request coalescing off.
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.coalesce_timeout = timeout;
+        self
+    }
+
+    /// How long, after a coalesced origin call returned a response that
+    /// could not be stored, later misses on that key go to the origin
+    /// without waiting for one another (default 2 s; `Duration::ZERO` for
+    /// no pass marker).
+    pub fn pass_marker(mut self, ttl: Duration) -> Self {
+        self.pass_marker = ttl;
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -102,6 +126,10 @@ impl CacheBuilder {
                 totals: Counters::default(),
                 routes: Mutex::new(HashMap::new()),
                 invalidations: AtomicU64::new(0),
+                extra: Extra::default(),
+                flights: Flights::default(),
+                coalesce_timeout: self.coalesce_timeout,
+                pass_ms: u64::try_from(self.pass_marker.as_millis()).unwrap_or(u64::MAX),
                 max_body_bytes: self.max_body_bytes,
                 max_key_bytes: self.max_key_bytes,
             }),
@@ -140,6 +168,10 @@ pub(crate) struct Shared {
     pub(crate) totals: Counters,
     routes: Mutex<HashMap<Arc<str>, Arc<Counters>>>,
     invalidations: AtomicU64,
+    pub(crate) extra: Extra,
+    pub(crate) flights: Flights,
+    pub(crate) coalesce_timeout: Duration,
+    pub(crate) pass_ms: u64,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_key_bytes: usize,
 }
@@ -211,6 +243,12 @@ impl Cache {
             evictions: memory.evictions(),
             invalidations: self.shared.invalidations.load(Ordering::Relaxed),
             index_records: memory.index.len() as u64,
+            coalesced: self.shared.extra.coalesced.load(Ordering::Relaxed),
+            coalesce_timeouts: self.shared.extra.coalesce_timeouts.load(Ordering::Relaxed),
+            pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
+            stale_served: self.shared.extra.stale_served.load(Ordering::Relaxed),
+            refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),
+            not_modified: self.shared.extra.not_modified.load(Ordering::Relaxed),
         }
     }
 

@@ -140,6 +140,17 @@ impl Counters {
     }
 }
 
+/// Cache-wide counters of coalescing, grace and revalidation.
+#[derive(Debug, Default)]
+pub(crate) struct Extra {
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) coalesce_timeouts: AtomicU64,
+    pub(crate) pass_markers: AtomicU64,
+    pub(crate) stale_served: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) not_modified: AtomicU64,
+}
+
 /// Request counters, for the whole cache or for one route pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -198,4 +209,17 @@ pub struct Stats {
     pub invalidations: u64,
     /// Invalidation records currently kept in the index.
     pub index_records: u64,
+    /// Misses that waited for another request's origin call on the same key.
+    pub coalesced: u64,
+    /// Of those, waits that timed out and went to the origin.
+    pub coalesce_timeouts: u64,
+    /// Pass markers set (a coalesced origin call whose response could not
+    /// be stored).
+    pub pass_markers: u64,
+    /// Stale entries served (stale-while-revalidate and stale-if-error).
+    pub stale_served: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// `304 Not Modified` answers to conditional requests.
+    pub not_modified: u64,
 }

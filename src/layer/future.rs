@@ -1,14 +1,16 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::service::Miss;
+use super::service::{respond, Miss};
 use super::CacheBody;
-use crate::cache::stats::Reason;
+use crate::cache::stats::{Counters, Reason};
 use crate::headers;
+use crate::store::Entry;
 
 /// What to do with the inner service's response.
 pub(crate) enum Plan {
@@ -18,28 +20,32 @@ pub(crate) enum Plan {
     Miss(Box<Miss>),
 }
 
+type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
+
 pin_project! {
     /// The response future of [`CacheService`](super::CacheService): a hit
-    /// answered at once, or the inner service's future.
-    pub struct ResponseFuture<F, B> {
+    /// answered at once, the inner service's future, or a miss waiting for
+    /// another request's origin call on the same key.
+    pub struct ResponseFuture<F, B, E> {
         #[pin]
-        state: State<F, B>,
+        state: State<F, B, E>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, B> {
+    enum State<F, B, E> {
         Ready { response: Option<Response<CacheBody<B>>> },
         Forward {
             #[pin]
             future: F,
             plan: Option<Plan>,
         },
+        Waiting { future: BoxFuture<B, E> },
     }
 }
 
-impl<F, B> ResponseFuture<F, B> {
+impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) fn ready(response: Response<CacheBody<B>>) -> Self {
         Self {
             state: State::Ready {
@@ -56,9 +62,19 @@ impl<F, B> ResponseFuture<F, B> {
             },
         }
     }
+
+    pub(crate) fn boxed(
+        future: impl Future<Output = Result<Response<CacheBody<B>>, E>> + Send + 'static,
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                future: Box::pin(future),
+            },
+        }
+    }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
     B: http_body::Body<Data = bytes::Bytes>,
@@ -70,24 +86,60 @@ where
             StateProj::Ready { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
             }
+            StateProj::Waiting { future } => future.as_mut().poll(cx),
             StateProj::Forward { future, plan } => {
                 let result = ready!(future.poll(cx));
                 let plan = plan.take().expect("polled after completion");
-                let mut response = match result {
-                    Ok(response) => response,
-                    Err(e) => return Poll::Ready(Err(e)),
-                };
-                Poll::Ready(Ok(match plan {
-                    Plan::Bypass(reason) => {
+                Poll::Ready(match (plan, result) {
+                    (Plan::Bypass(reason), Ok(mut response)) => {
                         strip_extensions(&mut response);
                         add_status(&mut response, "bypass", Some(reason), false);
-                        response.map(CacheBody::passthrough)
+                        Ok(response.map(CacheBody::passthrough))
                     }
-                    Plan::Miss(miss) => finish_miss(miss, response),
-                }))
+                    (Plan::Bypass(_), Err(e)) => Err(e),
+                    (Plan::Miss(miss), Ok(response)) => {
+                        if response.status().is_server_error() {
+                            if let Some(stale) = usable_stale(&miss) {
+                                return Poll::Ready(Ok(serve_stale(
+                                    &miss,
+                                    &stale,
+                                    Some(response.status().as_u16()),
+                                )));
+                            }
+                        }
+                        Ok(finish_miss(miss, response))
+                    }
+                    (Plan::Miss(miss), Err(e)) => match usable_stale(&miss) {
+                        Some(stale) => Ok(serve_stale(&miss, &stale, None)),
+                        None => Err(e),
+                    },
+                })
             }
         }
     }
+}
+
+/// The stale entry of a miss, if its stale-if-error window is still open.
+fn usable_stale(miss: &Miss) -> Option<Arc<Entry>> {
+    let stale = miss.stale.as_ref()?;
+    (miss.cache.shared.clock.now_ms() < stale.grace_until_ms).then(|| stale.clone())
+}
+
+/// Answers an origin failure with a stale entry (stale-if-error). The
+/// leader's waiters, if any, go to the origin themselves.
+fn serve_stale<B>(miss: &Miss, stale: &Entry, fwd_status: Option<u16>) -> Response<CacheBody<B>> {
+    let shared = &miss.cache.shared;
+    Counters::add(&shared.extra.stale_served);
+    tracing::debug!(key = %miss.key.full, outcome = "stale-if-error", fwd_status, "cache decision");
+    let now_ms = shared.clock.now_ms();
+    respond(
+        stale,
+        now_ms,
+        miss.head,
+        None,
+        headers::stale_if_error(fwd_status),
+    )
+    .0
 }
 
 fn strip_extensions<B>(response: &mut Response<B>) {
@@ -109,7 +161,7 @@ fn add_status<B>(
     );
 }
 
-fn finish_miss<B>(miss: Box<Miss>, mut response: Response<B>) -> Response<CacheBody<B>>
+pub(crate) fn finish_miss<B>(miss: Box<Miss>, mut response: Response<B>) -> Response<CacheBody<B>>
 where
     B: http_body::Body<Data = bytes::Bytes>,
 {
@@ -125,11 +177,14 @@ where
             }
             Response::from_parts(parts, CacheBody::tee(body, pending, limit))
         }
-        Err((miss, reason)) => {
-            let shared = &miss.cache.shared;
-            shared.totals.reason(reason);
+        Err((mut miss, reason)) => {
+            let cache = miss.cache.clone();
+            cache.shared.totals.reason(reason);
             miss.route.stats.reason(reason);
             tracing::debug!(key = %miss.key.full, reason = reason.as_str(), "response not stored");
+            if let Some(flight) = miss.flight.take() {
+                cache.end_flight(flight, reason);
+            }
             add_status(&mut response, "miss", Some(reason), false);
             response.map(CacheBody::passthrough)
         }

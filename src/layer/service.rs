@@ -9,6 +9,7 @@ use tower_service::Service;
 use super::future::{Plan, ResponseFuture};
 use super::layer::Config;
 use super::CacheBody;
+use crate::cache::flight::{Join, Leader, Outcome};
 use crate::cache::stats::{Counters, Reason};
 use crate::cache::Cache;
 use crate::headers;
@@ -80,6 +81,10 @@ pub(crate) struct Miss {
     pub(crate) born: u64,
     pub(crate) born_ms: u64,
     pub(crate) head: bool,
+    /// This miss leads a coalesced flight.
+    pub(crate) flight: Option<Leader>,
+    /// An expired entry still inside its stale-if-error window.
+    pub(crate) stale: Option<Arc<Entry>>,
 }
 
 /// A response being stored: everything but the body, which the body tee
@@ -90,13 +95,18 @@ pub(crate) struct Pending {
     pub(crate) key: CacheKey,
     pub(crate) primary: Option<(CacheKey, Box<[HeaderName]>)>,
     pub(crate) entry: Entry,
+    pub(crate) flight: Option<Leader>,
 }
 
 impl Pending {
-    pub(crate) fn not_stored(self: Box<Self>, reason: Reason) {
-        self.cache.shared.totals.reason(reason);
+    pub(crate) fn not_stored(mut self: Box<Self>, reason: Reason) {
+        let cache = &self.cache;
+        cache.shared.totals.reason(reason);
         self.counters.reason(reason);
         tracing::debug!(key = %self.key.full, reason = reason.as_str(), "response not stored");
+        if let Some(flight) = self.flight.take() {
+            cache.end_flight(flight, reason);
+        }
     }
 
     pub(crate) fn store(self: Box<Self>, body: Bytes) {
@@ -106,47 +116,53 @@ impl Pending {
             key,
             primary,
             mut entry,
+            flight,
         } = *self;
         let memory = &cache.shared.memory;
+        if !entry.headers.iter().any(|(n, _)| n == header::ETAG) {
+            let mut headers = std::mem::take(&mut entry.headers).into_vec();
+            headers.push((header::ETAG, headers::computed_etag(&body)));
+            entry.headers = headers.into();
+        }
         entry.body = body;
         if key.hashed.is_some() {
             entry.full_key = Some(key.full.clone().into_boxed_str());
         }
         entry.compute_weight(key.lookup().len());
-        let (born, key_hash, born_ms, fresh_until_ms) = (
-            entry.born,
-            entry.key_hash,
-            entry.born_ms,
-            entry.fresh_until_ms,
-        );
-        let path = entry.path.clone();
-        let stored = memory.put_now(key.lookup(), Arc::new(entry));
-        if stored {
-            if let Some((primary, names)) = primary {
+        let marker = primary.map(|(primary, names)| {
+            let mut marker = Entry {
+                status: StatusCode::OK,
+                headers: Box::new([]),
+                body: Bytes::new(),
+                born: entry.born,
+                key_hash: entry.key_hash,
+                born_ms: entry.born_ms,
+                fresh_until_ms: entry.fresh_until_ms,
+                grace_until_ms: entry.grace_until_ms,
+                stale_while_revalidate_until_ms: entry.stale_while_revalidate_until_ms,
+                path: entry.path.clone(),
+                tags: Box::new([]),
+                full_key: primary
+                    .hashed
+                    .is_some()
+                    .then(|| primary.full.clone().into_boxed_str()),
+                vary: Some(names),
+                weight: 0,
+            };
+            marker.compute_weight(primary.lookup().len());
+            (primary, marker)
+        });
+        if memory.put_now(key.lookup(), Arc::new(entry)) {
+            if let Some((primary, marker)) = marker {
                 // The marker saying where the variants are.
-                let mut marker = Entry {
-                    status: StatusCode::OK,
-                    headers: Box::new([]),
-                    body: Bytes::new(),
-                    born,
-                    key_hash,
-                    born_ms,
-                    fresh_until_ms,
-                    path,
-                    tags: Box::new([]),
-                    full_key: primary
-                        .hashed
-                        .is_some()
-                        .then(|| primary.full.clone().into_boxed_str()),
-                    vary: Some(names),
-                    weight: 0,
-                };
-                marker.compute_weight(primary.lookup().len());
                 memory.put_now(primary.lookup(), Arc::new(marker));
             }
             Counters::add(&cache.shared.totals.stores);
             Counters::add(&counters.stores);
             tracing::debug!(key = %key.full, "response stored");
+            if let Some(flight) = flight {
+                flight.finish(&cache.shared.flights, Outcome::Stored, 0);
+            }
         } else {
             Counters::add(&cache.shared.totals.rejected_inserts);
             Counters::add(&counters.rejected_inserts);
@@ -155,69 +171,49 @@ impl Pending {
                 counters,
                 key,
                 primary: None,
-                entry: placeholder_entry(),
+                entry: Entry::empty(),
+                flight,
             });
             pending.not_stored(Reason::Rejected);
         }
     }
 }
 
-fn placeholder_entry() -> Entry {
-    Entry {
-        status: StatusCode::OK,
-        headers: Box::new([]),
-        body: Bytes::new(),
-        born: 0,
-        key_hash: 0,
-        born_ms: 0,
-        fresh_until_ms: 0,
-        path: Box::from(""),
-        tags: Box::new([]),
-        full_key: None,
-        vary: None,
-        weight: 0,
+impl Cache {
+    /// Ends a leader's flight for a response that was not stored: waiters
+    /// go to the origin; a pass marker is set unless the failure was
+    /// transient (a body error, a client gone).
+    pub(crate) fn end_flight(&self, flight: Leader, reason: Reason) {
+        let shared = &self.shared;
+        match reason {
+            Reason::BodyError | Reason::Incomplete => {
+                flight.finish(&shared.flights, Outcome::Abandoned, 0);
+            }
+            _ => {
+                let pass = shared.pass_ms;
+                if pass > 0 {
+                    Counters::add(&shared.extra.pass_markers);
+                }
+                let until = if pass > 0 {
+                    shared.clock.now_ms() + pass
+                } else {
+                    0
+                };
+                flight.finish(&shared.flights, Outcome::Pass, until);
+            }
+        }
     }
-}
 
-/// Builds the response of a hit.
-fn respond<B>(entry: &Entry, now_ms: u64, head: bool) -> Response<CacheBody<B>> {
-    let mut headers = HeaderMap::with_capacity(entry.headers.len() + 3);
-    for (name, value) in entry.headers.iter() {
-        headers.append(name.clone(), value.clone());
-    }
-    if entry.status != StatusCode::NO_CONTENT && entry.status != StatusCode::NOT_MODIFIED {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
-    }
-    headers.insert(
-        header::AGE,
-        headers::age(now_ms.saturating_sub(entry.born_ms) / 1000),
-    );
-    headers.append(
-        headers::CACHE_STATUS.clone(),
-        headers::hit(entry.fresh_until_ms.saturating_sub(now_ms) / 1000),
-    );
-    let body = if head {
-        CacheBody::empty()
-    } else {
-        CacheBody::stored(entry.body.clone())
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = entry.status;
-    *response.headers_mut() = headers;
-    response
-}
-
-enum Found {
-    Fresh(Arc<Entry>),
-    /// No usable entry; the variant names if the primary key held a marker.
-    Miss(Option<(CacheKey, Box<[HeaderName]>)>),
-}
-
-impl<S> CacheService<S> {
-    /// Looks a key up (following a Vary marker), judging freshness and
-    /// the full key of hashed entries.
-    fn find(&self, key: &CacheKey, headers: &HeaderMap, now_ms: u64, counters: &Counters) -> Found {
-        let memory = &self.cache.shared.memory;
+    /// Looks a key up (following a Vary marker), judging freshness, grace
+    /// and the full key of hashed entries.
+    pub(crate) fn find(
+        &self,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        now_ms: u64,
+        counters: &Counters,
+    ) -> Found {
+        let memory = &self.shared.memory;
         let mut variant: Option<CacheKey> = None;
         let mut marker: Option<(CacheKey, Box<[HeaderName]>)> = None;
         loop {
@@ -225,18 +221,43 @@ impl<S> CacheService<S> {
             let entry = match memory.lookup_now(k.lookup()) {
                 Lookup::Found(entry) => entry,
                 Lookup::Invalidated => {
-                    Counters::add(&self.cache.shared.totals.stale_dropped);
+                    Counters::add(&self.shared.totals.stale_dropped);
                     Counters::add(&counters.stale_dropped);
-                    return Found::Miss(marker);
+                    return Found::Miss {
+                        marker,
+                        stale: None,
+                    };
                 }
-                Lookup::Miss => return Found::Miss(marker),
+                Lookup::Miss => {
+                    return Found::Miss {
+                        marker,
+                        stale: None,
+                    }
+                }
             };
             if k.hashed.is_some() && entry.full_key.as_deref() != Some(&*k.full) {
-                return Found::Miss(marker);
+                return Found::Miss {
+                    marker,
+                    stale: None,
+                };
             }
             if now_ms >= entry.fresh_until_ms {
-                memory.remove_if_same(k.lookup(), &entry);
-                return Found::Miss(marker);
+                if now_ms >= entry.grace_until_ms {
+                    memory.remove_if_same(k.lookup(), &entry);
+                    return Found::Miss {
+                        marker,
+                        stale: None,
+                    };
+                }
+                if entry.vary.is_none() {
+                    if now_ms < entry.stale_while_revalidate_until_ms {
+                        return Found::Stale { entry, marker };
+                    }
+                    return Found::Miss {
+                        marker,
+                        stale: Some(entry),
+                    };
+                }
             }
             match &entry.vary {
                 None => return Found::Fresh(entry),
@@ -244,10 +265,98 @@ impl<S> CacheService<S> {
                     variant = Some(key.variant(names, headers));
                     marker = Some((key.clone(), names.clone()));
                 }
-                Some(_) => return Found::Miss(marker),
+                Some(_) => {
+                    return Found::Miss {
+                        marker,
+                        stale: None,
+                    }
+                }
             }
         }
     }
+}
+
+/// The headers a 304 carries from the stored response (RFC 9110,
+/// section 15.4.5).
+fn kept_in_304(name: &HeaderName) -> bool {
+    name == header::ETAG
+        || name == header::CACHE_CONTROL
+        || name == header::CONTENT_LOCATION
+        || name == header::DATE
+        || name == header::EXPIRES
+        || name == header::VARY
+        || name == header::LAST_MODIFIED
+}
+
+/// Builds a response from an entry: the full response, its HEAD form, or
+/// a 304 when the request's validators match.
+pub(crate) fn respond<B>(
+    entry: &Entry,
+    now_ms: u64,
+    head: bool,
+    request: Option<&HeaderMap>,
+    cache_status: HeaderValue,
+) -> (Response<CacheBody<B>>, bool) {
+    let not_modified = request.is_some_and(|r| {
+        let find = |n: HeaderName| entry.headers.iter().find(|(h, _)| *h == n).map(|(_, v)| v);
+        (r.contains_key(header::IF_NONE_MATCH) || r.contains_key(header::IF_MODIFIED_SINCE))
+            && headers::not_modified(r, find(header::ETAG), find(header::LAST_MODIFIED))
+    });
+    let mut out = HeaderMap::with_capacity(entry.headers.len() + 3);
+    for (name, value) in entry.headers.iter() {
+        if !not_modified || kept_in_304(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    // On a 304 too, Content-Length is the full representation's (RFC 9110,
+    // section 8.6).
+    if entry.status != StatusCode::NO_CONTENT {
+        out.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    }
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        entry.status
+    };
+    out.insert(
+        header::AGE,
+        headers::age(now_ms.saturating_sub(entry.born_ms) / 1000),
+    );
+    out.append(headers::CACHE_STATUS.clone(), cache_status);
+    let body = if head || not_modified {
+        CacheBody::empty()
+    } else {
+        CacheBody::stored(entry.body.clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = out;
+    (response, not_modified)
+}
+
+/// The `Cache-Status` of a fresh hit.
+pub(crate) fn hit_status(entry: &Entry, now_ms: u64) -> HeaderValue {
+    headers::hit(entry.fresh_until_ms.saturating_sub(now_ms) / 1000)
+}
+
+/// The `Cache-Status` of a stale entry served.
+pub(crate) fn stale_ttl(entry: &Entry, now_ms: u64) -> i64 {
+    -(now_ms.saturating_sub(entry.fresh_until_ms).div_ceil(1000) as i64)
+}
+
+pub(crate) enum Found {
+    Fresh(Arc<Entry>),
+    /// Expired, inside its stale-while-revalidate window.
+    Stale {
+        entry: Arc<Entry>,
+        marker: Option<(CacheKey, Box<[HeaderName]>)>,
+    },
+    /// No usable entry; the variant names if the primary key held a marker,
+    /// and an expired entry that may still answer an origin failure.
+    Miss {
+        marker: Option<(CacheKey, Box<[HeaderName]>)>,
+        stale: Option<Arc<Entry>>,
+    },
 }
 
 fn is_head(method: &Method) -> Option<bool> {
@@ -262,12 +371,15 @@ fn is_head(method: &Method) -> Option<bool> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: http_body::Body<Data = Bytes>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -288,35 +400,69 @@ where
         };
         let shared = &self.cache.shared;
         let now_ms = shared.clock.now_ms();
-        match self.find(&key, &parts.headers, now_ms, &route.stats) {
+        match self.cache.find(&key, &parts.headers, now_ms, &route.stats) {
             Found::Fresh(entry) => {
                 Counters::add(&shared.totals.hits);
                 Counters::add(&route.stats.hits);
-                tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", "cache decision");
-                ResponseFuture::ready(respond(&entry, now_ms, head))
+                let (response, not_modified) = respond(
+                    &entry,
+                    now_ms,
+                    head,
+                    Some(&parts.headers),
+                    hit_status(&entry, now_ms),
+                );
+                if not_modified {
+                    Counters::add(&shared.extra.not_modified);
+                }
+                tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
+                ResponseFuture::ready(response)
             }
-            Found::Miss(variant_of) => {
+            Found::Stale { entry, marker } => {
+                Counters::add(&shared.totals.hits);
+                Counters::add(&route.stats.hits);
+                Counters::add(&shared.extra.stale_served);
+                let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
+                let (response, _) = respond(&entry, now_ms, head, None, status);
+                let refreshing = !head && tokio::runtime::Handle::try_current().is_ok();
+                tracing::debug!(key = %key.full, route = %route.pattern, outcome = "stale", refreshing, "cache decision");
+                if refreshing {
+                    let lookup_key = marker.as_ref().map_or(&key, |(p, _)| p).lookup().to_owned();
+                    if let Join::Leader(flight) = shared.flights.join(&lookup_key, now_ms) {
+                        // Exactly one background refresh, on the service
+                        // that was polled ready.
+                        Counters::add(&shared.extra.refreshes);
+                        let mut miss = self.miss(route, key, &parts, head, marker, now_ms);
+                        miss.flight = Some(flight);
+                        let future = self.inner.call(Request::from_parts(parts, body));
+                        tokio::spawn(refresh(future, miss));
+                    }
+                }
+                ResponseFuture::ready(response)
+            }
+            Found::Miss { marker, stale } => {
                 Counters::add(&shared.totals.misses);
                 Counters::add(&route.stats.misses);
                 tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
-                let miss = Miss {
-                    cache: self.cache.clone(),
-                    route: route.clone(),
-                    path: parts.uri.path().into(),
-                    request_headers: if head {
-                        HeaderMap::new()
-                    } else {
-                        parts.headers.clone()
-                    },
-                    key: match variant_of {
-                        // The marker is rewritten when the response is stored.
-                        Some((primary, _)) => primary,
-                        None => key,
-                    },
-                    born: shared.memory.index.generation(),
-                    born_ms: now_ms,
-                    head,
+                let mut miss = self.miss(route, key, &parts, head, marker, now_ms);
+                miss.stale = stale;
+                let join = if head || shared.coalesce_timeout.is_zero() {
+                    Join::Pass
+                } else {
+                    shared.flights.join(miss.key.lookup(), now_ms)
                 };
+                match join {
+                    Join::Leader(flight) => miss.flight = Some(flight),
+                    Join::Pass => {}
+                    Join::Follower(rx) => {
+                        Counters::add(&shared.extra.coalesced);
+                        // The service polled ready goes with the waiter;
+                        // this one keeps a clone.
+                        let clone = self.inner.clone();
+                        let svc = std::mem::replace(&mut self.inner, clone);
+                        let req = Request::from_parts(parts, body);
+                        return ResponseFuture::boxed(wait_then_call(svc, req, miss, rx));
+                    }
+                }
                 let future = self.inner.call(Request::from_parts(parts, body));
                 ResponseFuture::forward(future, Plan::Miss(Box::new(miss)))
             }
@@ -324,13 +470,118 @@ where
     }
 }
 
+/// A coalesced waiter: waits for the leader, answers from the store when
+/// the leader's response was stored, and goes to the origin otherwise.
+async fn wait_then_call<S, ReqBody, ResBody>(
+    mut svc: S,
+    req: Request<ReqBody>,
+    mut miss: Miss,
+    mut rx: tokio::sync::watch::Receiver<Outcome>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes>,
+{
+    let shared = &miss.cache.shared;
+    let waited = tokio::time::timeout(
+        shared.coalesce_timeout,
+        rx.wait_for(|o| *o != Outcome::Pending),
+    )
+    .await
+    .map(|r| r.map(|outcome| *outcome));
+    let outcome = match waited {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) => Outcome::Abandoned,
+        Err(_) => {
+            Counters::add(&shared.extra.coalesce_timeouts);
+            Outcome::Pending
+        }
+    };
+    let now_ms = shared.clock.now_ms();
+    if outcome == Outcome::Stored {
+        if let Found::Fresh(entry) =
+            miss.cache
+                .find(&miss.key, req.headers(), now_ms, &miss.route.stats)
+        {
+            let (response, _) = respond(
+                &entry,
+                now_ms,
+                miss.head,
+                Some(req.headers()),
+                headers::collapsed(),
+            );
+            tracing::debug!(key = %miss.key.full, outcome = "collapsed", "cache decision");
+            return Ok(response);
+        }
+    }
+    // The leader's response could not be shared: go to the origin now,
+    // with a birth taken now.
+    miss.born = shared.memory.index.generation();
+    miss.born_ms = now_ms;
+    let future = svc.call(req);
+    ResponseFuture::forward(future, Plan::Miss(Box::new(miss))).await
+}
+
+/// A background refresh: the response is stored (or not) as a miss's is,
+/// its body read to the end.
+async fn refresh<F, B, E>(future: F, miss: Miss)
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body<Data = Bytes>,
+{
+    let Ok(response) = ResponseFuture::<F, B, E>::forward(future, Plan::Miss(Box::new(miss))).await
+    else {
+        return;
+    };
+    let body = std::pin::pin!(response.into_body());
+    let mut body = body;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await
+    {
+        if frame.is_err() {
+            break;
+        }
+    }
+}
+
 impl<S> CacheService<S> {
+    fn miss(
+        &self,
+        route: &CompiledRoute,
+        key: CacheKey,
+        parts: &http::request::Parts,
+        head: bool,
+        marker: Option<(CacheKey, Box<[HeaderName]>)>,
+        now_ms: u64,
+    ) -> Miss {
+        Miss {
+            cache: self.cache.clone(),
+            route: route.clone(),
+            path: parts.uri.path().into(),
+            request_headers: if head {
+                HeaderMap::new()
+            } else {
+                parts.headers.clone()
+            },
+            key: match marker {
+                // The marker is rewritten when the response is stored.
+                Some((primary, _)) => primary,
+                None => key,
+            },
+            born: self.cache.shared.memory.index.generation(),
+            born_ms: now_ms,
+            head,
+            flight: None,
+            stale: None,
+        }
+    }
+
     fn bypass<ReqBody, ResBody>(
         &mut self,
         req: Request<ReqBody>,
         reason: Reason,
         route: Option<&CompiledRoute>,
-    ) -> ResponseFuture<S::Future, ResBody>
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
@@ -355,9 +606,9 @@ impl Miss {
     /// Decides from the response head whether it may be stored, and if so
     /// prepares the entry; `Err` says why not.
     pub(crate) fn decide<B>(
-        self: Box<Self>,
+        mut self: Box<Self>,
         response: &mut Response<B>,
-    ) -> Result<Box<Pending>, (Self, Reason)>
+    ) -> Result<Box<Pending>, (Box<Self>, Reason)>
     where
         B: http_body::Body,
     {
@@ -368,6 +619,7 @@ impl Miss {
             .remove::<CacheTtl>()
             .map_or(self.route.policy.ttl, |t| t.0);
         let extra_tags = ext.remove::<CacheTags>();
+        let directives = headers::response_directives(response.headers());
         let reason = if self.head {
             Some(Reason::Head)
         } else if no_store || ttl.is_zero() {
@@ -376,7 +628,7 @@ impl Miss {
             Some(Reason::Status)
         } else if response.headers().contains_key(header::SET_COOKIE) {
             Some(Reason::SetCookie)
-        } else if headers::response_directives(response.headers()).forbids_store {
+        } else if directives.forbids_store {
             Some(Reason::CacheControl)
         } else if headers::is_event_stream(response.headers()) {
             Some(Reason::EventStream)
@@ -386,12 +638,13 @@ impl Miss {
             None
         };
         if let Some(reason) = reason {
-            return Err((*self, reason));
+            return Err((self, reason));
         }
         let vary = match headers::vary_names(response.headers()) {
             Ok(names) => names,
-            Err(()) => return Err((*self, Reason::VaryStar)),
+            Err(()) => return Err((self, Reason::VaryStar)),
         };
+        let flight = self.flight.take();
         let Miss {
             cache,
             route,
@@ -425,12 +678,22 @@ impl Miss {
         if let Some(CacheTags(extra)) = extra_tags {
             tags.extend(extra.into_iter().map(String::into_boxed_str));
         }
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let fresh_until_ms = born_ms.saturating_add(ms(ttl));
+        let swr = directives
+            .stale_while_revalidate
+            .map_or(ms(route.policy.stale_while_revalidate), |s| {
+                s.saturating_mul(1000)
+            });
+        let sie = directives
+            .stale_if_error
+            .map_or(ms(route.policy.stale_if_error), |s| s.saturating_mul(1000));
         Ok(Box::new(Pending {
             counters: route.stats.clone(),
             cache,
             key,
             primary,
+            flight,
             entry: Entry {
                 status: response.status(),
                 headers: stored_headers,
@@ -438,7 +701,9 @@ impl Miss {
                 born,
                 key_hash,
                 born_ms,
-                fresh_until_ms: born_ms.saturating_add(ttl_ms),
+                fresh_until_ms,
+                stale_while_revalidate_until_ms: fresh_until_ms.saturating_add(swr),
+                grace_until_ms: fresh_until_ms.saturating_add(swr.max(sie)),
                 path,
                 tags: tags.into(),
                 full_key: None,

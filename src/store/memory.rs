@@ -161,7 +161,7 @@ impl MemoryStore {
             return false;
         }
         self.index
-            .extend_horizon(entry.fresh_until_ms.saturating_sub(entry.born_ms));
+            .extend_horizon(entry.grace_until_ms.saturating_sub(entry.born_ms));
         if !self.index.admits(entry.born) {
             return false;
         }

@@ -37,6 +37,11 @@ pub struct Entry {
     pub(crate) key_hash: u64,
     pub(crate) born_ms: u64,
     pub(crate) fresh_until_ms: u64,
+    /// Until when a stale entry may be served while it is refreshed.
+    pub(crate) stale_while_revalidate_until_ms: u64,
+    /// Until when the entry may be served stale at all (the longer of its
+    /// stale-while-revalidate and stale-if-error windows).
+    pub(crate) grace_until_ms: u64,
     pub(crate) path: Box<str>,
     pub(crate) tags: Box<[Box<str>]>,
     /// The full key, kept when the store indexes the entry by its hash.
@@ -48,6 +53,25 @@ pub struct Entry {
 }
 
 impl Entry {
+    pub(crate) fn empty() -> Self {
+        Entry {
+            status: StatusCode::OK,
+            headers: Box::new([]),
+            body: Bytes::new(),
+            born: 0,
+            key_hash: 0,
+            born_ms: 0,
+            fresh_until_ms: 0,
+            stale_while_revalidate_until_ms: 0,
+            grace_until_ms: 0,
+            path: Box::from(""),
+            tags: Box::new([]),
+            full_key: None,
+            vary: None,
+            weight: 0,
+        }
+    }
+
     pub(crate) fn compute_weight(&mut self, key_len: usize) {
         let headers: usize = self
             .headers

@@ -59,11 +59,18 @@ pub fn read(uri: &str) -> Request<Body> {
 }
 
 pub fn get_with(uri: &str, name: &str, value: &str) -> Request<Body> {
-    Request::get(uri).header(name, value).body(Body::empty()).unwrap()
+    Request::get(uri)
+        .header(name, value)
+        .body(Body::empty())
+        .unwrap()
 }
 
 pub fn method(m: &str, uri: &str) -> Request<Body> {
-    Request::builder().method(m).uri(uri).body(Body::empty()).unwrap()
+    Request::builder()
+        .method(m)
+        .uri(uri)
+        .body(Body::empty())
+        .unwrap()
 }
 
 /// A counter of origin calls.
@@ -95,12 +102,17 @@ pub type Client = hyper_util::client::legacy::Client<
 >;
 
 pub fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http()
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// A request over the network, with optional headers.
-pub async fn fetch(client: &Client, addr: SocketAddr, m: &str, path: &str, headers: &[(&str, &str)]) -> Seen {
+pub async fn fetch(
+    client: &Client,
+    addr: SocketAddr,
+    m: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Seen {
     let mut req = Request::builder()
         .method(m)
         .uri(format!("http://{addr}{path}"));
