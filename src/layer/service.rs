@@ -433,6 +433,11 @@ where
                         Counters::add(&shared.extra.refreshes);
                         let mut miss = self.miss(route, key, &parts, head, marker, now_ms);
                         miss.flight = Some(flight);
+                        // The refresh wants a full response, not a 304 for
+                        // this client's validators.
+                        let mut parts = parts;
+                        parts.headers.remove(header::IF_NONE_MATCH);
+                        parts.headers.remove(header::IF_MODIFIED_SINCE);
                         let future = self.inner.call(Request::from_parts(parts, body));
                         tokio::spawn(refresh(future, miss));
                     }
