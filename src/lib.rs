@@ -117,11 +117,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+mod admin;
 mod cache;
 mod headers;
 pub mod invalidate;
 mod key;
 pub mod layer;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod policy;
 pub mod store;
 

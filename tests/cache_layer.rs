@@ -265,11 +265,10 @@ async fn stored_after_two(
 #[tokio::test]
 async fn only_storable_responses_are_stored() {
     let ttl = || RoutePolicy::ttl(MIN);
-    assert_eq!(
+    assert!(
         stored_after_two(|_| Response::new(Body::from("ok")), ttl())
             .await
-            .0,
-        true
+            .0
     );
     assert!(
         stored_after_two(
@@ -907,25 +906,21 @@ async fn users_never_see_each_others_data_over_the_network() {
         .route(
             "/me",
             get(|headers: HeaderMap| async move {
-                format!(
-                    "{}",
-                    headers
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap())
-                        .unwrap_or("anon")
-                )
+                headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap())
+                    .unwrap_or("anon")
+                    .to_owned()
             }),
         )
         .route(
             "/shared",
             get(|headers: HeaderMap| async move {
-                format!(
-                    "{}",
-                    headers
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap())
-                        .unwrap_or("anon")
-                )
+                headers
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap())
+                    .unwrap_or("anon")
+                    .to_owned()
             }),
         )
         .layer(

@@ -221,7 +221,28 @@ impl Cache {
     /// The counters of a route pattern, shared by every layer naming it.
     pub(crate) fn route_counters(&self, pattern: &Arc<str>) -> Arc<Counters> {
         let mut routes = self.shared.routes.lock().unwrap_or_else(|e| e.into_inner());
-        routes.entry(pattern.clone()).or_default().clone()
+        routes
+            .entry(pattern.clone())
+            .or_insert_with(|| Arc::new(Counters::named(pattern.clone())))
+            .clone()
+    }
+
+    /// Counts an event in total and for its route (and reports it to the
+    /// metrics recorder, with the `metrics` feature).
+    #[inline]
+    pub(crate) fn record(&self, route: Option<&Counters>, event: stats::Event) {
+        self.shared.totals.record(event);
+        if let Some(route) = route {
+            route.record(event);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            crate::metrics::record(route.map_or("", |r| &r.pattern), event);
+            if event == stats::Event::Store {
+                let memory = &self.shared.memory;
+                crate::metrics::gauges(memory.len() as u64, memory.bytes());
+            }
+        }
     }
 
     /// A snapshot of the statistics.
@@ -235,20 +256,21 @@ impl Cache {
             .map(|(k, v)| (k.to_string(), v.snapshot()))
             .collect();
         let memory = &self.shared.memory;
+        let totals = self.shared.totals.snapshot();
+        #[cfg(feature = "metrics")]
+        crate::metrics::gauges(memory.len() as u64, memory.bytes());
         Stats {
-            totals: self.shared.totals.snapshot(),
+            hit_ratio: totals.hit_ratio(),
+            totals,
             routes,
             entries: memory.len() as u64,
             bytes: memory.bytes(),
             evictions: memory.evictions(),
             invalidations: self.shared.invalidations.load(Ordering::Relaxed),
             index_records: memory.index.len() as u64,
-            coalesced: self.shared.extra.coalesced.load(Ordering::Relaxed),
             coalesce_timeouts: self.shared.extra.coalesce_timeouts.load(Ordering::Relaxed),
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
-            stale_served: self.shared.extra.stale_served.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),
-            not_modified: self.shared.extra.not_modified.load(Ordering::Relaxed),
         }
     }
 
@@ -278,15 +300,26 @@ impl Cache {
     /// Flushes every target at once (one generation), and returns that
     /// generation.
     pub fn invalidate(&self, targets: &[Target]) -> u64 {
+        self.invalidate_by(targets, "api")
+    }
+
+    /// Flushes targets on behalf of `by` (`api`, `InvalidateOn`, `admin`),
+    /// counted and traced at info level.
+    pub(crate) fn invalidate_by(&self, targets: &[Target], by: &'static str) -> u64 {
         let generation = self.shared.memory.invalidate_now(targets);
-        self.count_invalidations(targets.len());
-        tracing::debug!(?targets, generation, "cache invalidated");
+        for target in targets {
+            self.count_invalidation(match target {
+                Target::Prefix(_) => "prefix",
+                Target::Tag(_) => "tag",
+            });
+        }
+        tracing::info!(?targets, generation, by, "cache invalidated");
         generation
     }
 
-    pub(crate) fn count_invalidations(&self, n: usize) {
-        self.shared
-            .invalidations
-            .fetch_add(n as u64, Ordering::Relaxed);
+    pub(crate) fn count_invalidation(&self, _kind: &'static str) {
+        self.shared.invalidations.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        crate::metrics::invalidation(_kind);
     }
 }

@@ -93,26 +93,81 @@ impl Reason {
     }
 }
 
+/// Something the layer counts, in total and per route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Hit,
+    Stale,
+    Miss,
+    Coalesced,
+    Store,
+    Rejected,
+    StaleDropped,
+    NotModified,
+    /// A bypass or an unstored response, by reason.
+    Reason(Reason),
+}
+
+impl Event {
+    /// The `outcome` label of `http_cache_requests_total` for events that
+    /// decide how a request was answered.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn outcome(self) -> Option<&'static str> {
+        match self {
+            Event::Hit => Some("hit"),
+            Event::Stale => Some("stale"),
+            Event::Miss => Some("miss"),
+            Event::Coalesced => Some("coalesced"),
+            Event::Reason(r) if r.is_bypass() => Some("bypass"),
+            _ => None,
+        }
+    }
+}
+
 /// Live counters, shared by every clone of a cache (totals) or of a route.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// The route pattern ("" for the totals).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) pattern: std::sync::Arc<str>,
     pub(crate) hits: AtomicU64,
+    pub(crate) stale: AtomicU64,
     pub(crate) misses: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
     pub(crate) stores: AtomicU64,
     pub(crate) rejected_inserts: AtomicU64,
     pub(crate) stale_dropped: AtomicU64,
+    pub(crate) not_modified: AtomicU64,
     reasons: [AtomicU64; Reason::ALL.len()],
 }
 
 impl Counters {
+    pub(crate) fn named(pattern: std::sync::Arc<str>) -> Self {
+        Self {
+            pattern,
+            ..Self::default()
+        }
+    }
+
     #[inline]
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
 
     #[inline]
-    pub(crate) fn reason(&self, reason: Reason) {
-        self.reasons[reason as usize].fetch_add(1, Relaxed);
+    pub(crate) fn record(&self, event: Event) {
+        let counter = match event {
+            Event::Hit => &self.hits,
+            Event::Stale => &self.stale,
+            Event::Miss => &self.misses,
+            Event::Coalesced => &self.coalesced,
+            Event::Store => &self.stores,
+            Event::Rejected => &self.rejected_inserts,
+            Event::StaleDropped => &self.stale_dropped,
+            Event::NotModified => &self.not_modified,
+            Event::Reason(r) => &self.reasons[r as usize],
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Counts {
@@ -130,7 +185,10 @@ impl Counters {
         }
         Counts {
             hits: self.hits.load(Relaxed),
+            stale: self.stale.load(Relaxed),
             misses: self.misses.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            not_modified: self.not_modified.load(Relaxed),
             stores: self.stores.load(Relaxed),
             rejected_inserts: self.rejected_inserts.load(Relaxed),
             stale_dropped: self.stale_dropped.load(Relaxed),
@@ -140,25 +198,32 @@ impl Counters {
     }
 }
 
-/// Cache-wide counters of coalescing, grace and revalidation.
+/// Cache-wide counters of coalescing and revalidation.
 #[derive(Debug, Default)]
 pub(crate) struct Extra {
-    pub(crate) coalesced: AtomicU64,
     pub(crate) coalesce_timeouts: AtomicU64,
     pub(crate) pass_markers: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
     pub(crate) refreshes: AtomicU64,
-    pub(crate) not_modified: AtomicU64,
 }
 
 /// Request counters, for the whole cache or for one route pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Counts {
-    /// Requests answered from the store.
+    /// Requests answered from the store (fresh entries, 304s included).
     pub hits: u64,
-    /// Cacheable requests that found no usable entry and went to the origin.
+    /// Requests answered with a stale entry (stale-while-revalidate, or
+    /// stale-if-error in place of an origin failure).
+    pub stale: u64,
+    /// Cacheable requests that found no usable entry and went to the origin
+    /// (or waited for another request's origin call).
     pub misses: u64,
+    /// Of the misses, those that waited for another request's origin call
+    /// on the same key.
+    pub coalesced: u64,
+    /// `304 Not Modified` answers to conditional requests (also hits).
+    pub not_modified: u64,
     /// Responses stored.
     pub stores: u64,
     /// Responses the store refused (heavier than one memory shard can hold).
@@ -192,6 +257,7 @@ impl Counts {
 
 /// A snapshot of a cache's statistics, from [`Cache::stats`](crate::Cache::stats).
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Stats {
     /// Counters over every route.
@@ -209,17 +275,13 @@ pub struct Stats {
     pub invalidations: u64,
     /// Invalidation records currently kept in the index.
     pub index_records: u64,
-    /// Misses that waited for another request's origin call on the same key.
-    pub coalesced: u64,
-    /// Of those, waits that timed out and went to the origin.
+    /// Coalesced waits that timed out and went to the origin.
     pub coalesce_timeouts: u64,
     /// Pass markers set (a coalesced origin call whose response could not
     /// be stored).
     pub pass_markers: u64,
-    /// Stale entries served (stale-while-revalidate and stale-if-error).
-    pub stale_served: u64,
     /// Background refreshes started.
     pub refreshes: u64,
-    /// `304 Not Modified` answers to conditional requests.
-    pub not_modified: u64,
+    /// Hits over hits plus misses, over every route.
+    pub hit_ratio: f64,
 }

@@ -35,13 +35,12 @@ impl Flush {
                 }
             }
         }
-        self.cache.invalidate(&self.targets);
         tracing::info!(
             targets = ?self.targets,
             rule = self.rule.as_deref().unwrap_or("(own path)"),
-            by = "InvalidateOn",
-            "cache flushed after a successful write"
+            "a successful write flushes the cache"
         );
+        self.cache.invalidate_by(&self.targets, "InvalidateOn");
     }
 }
 

@@ -98,10 +98,9 @@ pub(crate) fn for_each_prefix(path: &str, mut f: impl FnMut(u64) -> bool) -> boo
     let bytes = path.as_bytes();
     let mut i = 1;
     while i <= bytes.len() {
-        if i == bytes.len() || bytes[i] == b'/' {
-            if i > 1 && bytes[i - 1] != b'/' && !f(prefix_hash(&path[..i])) {
-                return false;
-            }
+        let boundary = i == bytes.len() || bytes[i] == b'/';
+        if boundary && i > 1 && bytes[i - 1] != b'/' && !f(prefix_hash(&path[..i])) {
+            return false;
         }
         i += 1;
     }

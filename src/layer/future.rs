@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 
 use super::service::{respond, Miss};
 use super::CacheBody;
-use crate::cache::stats::{Counters, Reason};
+use crate::cache::stats::{Event, Reason};
 use crate::headers;
 use crate::store::Entry;
 
@@ -129,7 +129,7 @@ fn usable_stale(miss: &Miss) -> Option<Arc<Entry>> {
 /// leader's waiters, if any, go to the origin themselves.
 fn serve_stale<B>(miss: &Miss, stale: &Entry, fwd_status: Option<u16>) -> Response<CacheBody<B>> {
     let shared = &miss.cache.shared;
-    Counters::add(&shared.extra.stale_served);
+    miss.cache.record(Some(&miss.route.stats), Event::Stale);
     tracing::debug!(key = %miss.key.full, outcome = "stale-if-error", fwd_status, "cache decision");
     let now_ms = shared.clock.now_ms();
     respond(
@@ -179,8 +179,7 @@ where
         }
         Err((mut miss, reason)) => {
             let cache = miss.cache.clone();
-            cache.shared.totals.reason(reason);
-            miss.route.stats.reason(reason);
+            cache.record(Some(&miss.route.stats), Event::Reason(reason));
             tracing::debug!(key = %miss.key.full, reason = reason.as_str(), "response not stored");
             if let Some(flight) = miss.flight.take() {
                 cache.end_flight(flight, reason);

@@ -198,7 +198,7 @@ impl CacheLayer {
                 shared
                     .memory
                     .invalidate_hashes(&[crate::invalidate::index::key_hash(&key.full)]);
-                self.cache.count_invalidations(1);
+                self.cache.count_invalidation("key");
                 tracing::info!(key = %key.full, by = "invalidate_request", "cache entry flushed");
                 true
             }

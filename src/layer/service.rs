@@ -10,7 +10,7 @@ use super::future::{Plan, ResponseFuture};
 use super::layer::Config;
 use super::CacheBody;
 use crate::cache::flight::{Join, Leader, Outcome};
-use crate::cache::stats::{Counters, Reason};
+use crate::cache::stats::{Counters, Event, Reason};
 use crate::cache::Cache;
 use crate::headers;
 use crate::key::CacheKey;
@@ -101,8 +101,7 @@ pub(crate) struct Pending {
 impl Pending {
     pub(crate) fn not_stored(mut self: Box<Self>, reason: Reason) {
         let cache = &self.cache;
-        cache.shared.totals.reason(reason);
-        self.counters.reason(reason);
+        cache.record(Some(&self.counters), Event::Reason(reason));
         tracing::debug!(key = %self.key.full, reason = reason.as_str(), "response not stored");
         if let Some(flight) = self.flight.take() {
             cache.end_flight(flight, reason);
@@ -157,15 +156,13 @@ impl Pending {
                 // The marker saying where the variants are.
                 memory.put_now(primary.lookup(), Arc::new(marker));
             }
-            Counters::add(&cache.shared.totals.stores);
-            Counters::add(&counters.stores);
+            cache.record(Some(&counters), Event::Store);
             tracing::debug!(key = %key.full, "response stored");
             if let Some(flight) = flight {
                 flight.finish(&cache.shared.flights, Outcome::Stored, 0);
             }
         } else {
-            Counters::add(&cache.shared.totals.rejected_inserts);
-            Counters::add(&counters.rejected_inserts);
+            cache.record(Some(&counters), Event::Rejected);
             let pending = Box::new(Pending {
                 cache,
                 counters,
@@ -221,8 +218,7 @@ impl Cache {
             let entry = match memory.lookup_now(k.lookup()) {
                 Lookup::Found(entry) => entry,
                 Lookup::Invalidated => {
-                    Counters::add(&self.shared.totals.stale_dropped);
-                    Counters::add(&counters.stale_dropped);
+                    self.record(Some(counters), Event::StaleDropped);
                     return Found::Miss {
                         marker,
                         stale: None,
@@ -402,8 +398,7 @@ where
         let now_ms = shared.clock.now_ms();
         match self.cache.find(&key, &parts.headers, now_ms, &route.stats) {
             Found::Fresh(entry) => {
-                Counters::add(&shared.totals.hits);
-                Counters::add(&route.stats.hits);
+                self.cache.record(Some(&route.stats), Event::Hit);
                 let (response, not_modified) = respond(
                     &entry,
                     now_ms,
@@ -412,15 +407,13 @@ where
                     hit_status(&entry, now_ms),
                 );
                 if not_modified {
-                    Counters::add(&shared.extra.not_modified);
+                    self.cache.record(Some(&route.stats), Event::NotModified);
                 }
                 tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
                 ResponseFuture::ready(response)
             }
             Found::Stale { entry, marker } => {
-                Counters::add(&shared.totals.hits);
-                Counters::add(&route.stats.hits);
-                Counters::add(&shared.extra.stale_served);
+                self.cache.record(Some(&route.stats), Event::Stale);
                 let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
                 let (response, _) = respond(&entry, now_ms, head, None, status);
                 let refreshing = !head && tokio::runtime::Handle::try_current().is_ok();
@@ -445,8 +438,7 @@ where
                 ResponseFuture::ready(response)
             }
             Found::Miss { marker, stale } => {
-                Counters::add(&shared.totals.misses);
-                Counters::add(&route.stats.misses);
+                self.cache.record(Some(&route.stats), Event::Miss);
                 tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
                 let mut miss = self.miss(route, key, &parts, head, marker, now_ms);
                 miss.stale = stale;
@@ -459,7 +451,7 @@ where
                     Join::Leader(flight) => miss.flight = Some(flight),
                     Join::Pass => {}
                     Join::Follower(rx) => {
-                        Counters::add(&shared.extra.coalesced);
+                        self.cache.record(Some(&route.stats), Event::Coalesced);
                         // The service polled ready goes with the waiter;
                         // this one keeps a clone.
                         let clone = self.inner.clone();
@@ -590,11 +582,8 @@ impl<S> CacheService<S> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
-        let shared = &self.cache.shared;
-        shared.totals.reason(reason);
-        if let Some(route) = route {
-            route.stats.reason(reason);
-        }
+        self.cache
+            .record(route.map(|r| &*r.stats), Event::Reason(reason));
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),

@@ -133,6 +133,12 @@ impl MemoryStore {
         self.max_item_weight
     }
 
+    /// Every entry held, cloned out one at a time (for the admin view).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (Box<str>, Arc<Entry>)> + '_ {
+        self.map.iter()
+    }
+
     pub(crate) fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
