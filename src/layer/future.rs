@@ -180,7 +180,8 @@ where
         Err((mut miss, reason)) => {
             let cache = miss.cache.clone();
             cache.record(Some(&miss.route.stats), Event::Reason(reason));
-            tracing::debug!(key = %miss.key.full, reason = reason.as_str(), "response not stored");
+            miss.span.record("reason", reason.as_str());
+            tracing::debug!(parent: &miss.span, key = %miss.key.full, reason = reason.as_str(), "response not stored");
             if let Some(flight) = miss.flight.take() {
                 cache.end_flight(flight, reason);
             }

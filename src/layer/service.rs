@@ -85,6 +85,8 @@ pub(crate) struct Miss {
     pub(crate) flight: Option<Leader>,
     /// An expired entry still inside its stale-if-error window.
     pub(crate) stale: Option<Arc<Entry>>,
+    /// The request's span, for what is decided after the response head.
+    pub(crate) span: tracing::Span,
 }
 
 /// A response being stored: everything but the body, which the body tee
@@ -96,13 +98,15 @@ pub(crate) struct Pending {
     pub(crate) primary: Option<(CacheKey, Box<[HeaderName]>)>,
     pub(crate) entry: Entry,
     pub(crate) flight: Option<Leader>,
+    pub(crate) span: tracing::Span,
 }
 
 impl Pending {
     pub(crate) fn not_stored(mut self: Box<Self>, reason: Reason) {
         let cache = &self.cache;
         cache.record(Some(&self.counters), Event::Reason(reason));
-        tracing::debug!(key = %self.key.full, reason = reason.as_str(), "response not stored");
+        self.span.record("reason", reason.as_str());
+        tracing::debug!(parent: &self.span, key = %self.key.full, reason = reason.as_str(), "response not stored");
         if let Some(flight) = self.flight.take() {
             cache.end_flight(flight, reason);
         }
@@ -116,6 +120,7 @@ impl Pending {
             primary,
             mut entry,
             flight,
+            span,
         } = *self;
         let memory = &cache.shared.memory;
         if !entry.headers.iter().any(|(n, _)| n == header::ETAG) {
@@ -151,13 +156,15 @@ impl Pending {
             marker.compute_weight(primary.lookup().len());
             (primary, marker)
         });
+        let weight = entry.weight;
         if memory.put_now(key.lookup(), Arc::new(entry)) {
+            span.record("stored_bytes", weight);
             if let Some((primary, marker)) = marker {
                 // The marker saying where the variants are.
                 memory.put_now(primary.lookup(), Arc::new(marker));
             }
             cache.record(Some(&counters), Event::Store);
-            tracing::debug!(key = %key.full, "response stored");
+            tracing::debug!(parent: &span, key = %key.full, bytes = weight, "response stored");
             if let Some(flight) = flight {
                 flight.finish(&cache.shared.flights, Outcome::Stored, 0);
             }
@@ -170,6 +177,7 @@ impl Pending {
                 primary: None,
                 entry: Entry::empty(),
                 flight,
+                span,
             });
             pending.not_stored(Reason::Rejected);
         }
@@ -394,6 +402,15 @@ where
                 return self.bypass(Request::from_parts(parts, body), reason, route);
             }
         };
+        let span = tracing::debug_span!(
+            "http_cache",
+            key = %key.full,
+            route = %route.pattern,
+            outcome = tracing::field::Empty,
+            reason = tracing::field::Empty,
+            stored_bytes = tracing::field::Empty,
+        );
+        let _entered = span.enter();
         let shared = &self.cache.shared;
         let now_ms = shared.clock.now_ms();
         match self.cache.find(&key, &parts.headers, now_ms, &route.stats) {
@@ -409,6 +426,7 @@ where
                 if not_modified {
                     self.cache.record(Some(&route.stats), Event::NotModified);
                 }
+                span.record("outcome", "hit");
                 tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
                 ResponseFuture::ready(response)
             }
@@ -417,6 +435,7 @@ where
                 let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
                 let (response, _) = respond(&entry, now_ms, head, None, status);
                 let refreshing = !head && tokio::runtime::Handle::try_current().is_ok();
+                span.record("outcome", "stale");
                 tracing::debug!(key = %key.full, route = %route.pattern, outcome = "stale", refreshing, "cache decision");
                 if refreshing {
                     let lookup_key = marker.as_ref().map_or(&key, |(p, _)| p).lookup().to_owned();
@@ -439,6 +458,7 @@ where
             }
             Found::Miss { marker, stale } => {
                 self.cache.record(Some(&route.stats), Event::Miss);
+                span.record("outcome", "miss");
                 tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
                 let mut miss = self.miss(route, key, &parts, head, marker, now_ms);
                 miss.stale = stale;
@@ -570,6 +590,7 @@ impl<S> CacheService<S> {
             head,
             flight: None,
             stale: None,
+            span: tracing::Span::current(),
         }
     }
 
@@ -584,6 +605,13 @@ impl<S> CacheService<S> {
     {
         self.cache
             .record(route.map(|r| &*r.stats), Event::Reason(reason));
+        let span = tracing::debug_span!(
+            "http_cache",
+            route = route.map(|r| &*r.pattern),
+            outcome = "bypass",
+            reason = reason.as_str(),
+        );
+        let _entered = span.enter();
         tracing::debug!(
             method = %req.method(),
             path = req.uri().path(),
@@ -639,6 +667,7 @@ impl Miss {
             Err(()) => return Err((self, Reason::VaryStar)),
         };
         let flight = self.flight.take();
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
         let Miss {
             cache,
             route,
@@ -688,6 +717,7 @@ impl Miss {
             key,
             primary,
             flight,
+            span,
             entry: Entry {
                 status: response.status(),
                 headers: stored_headers,
