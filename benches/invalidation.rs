@@ -11,6 +11,14 @@
 //!     records on unrelated prefixes (`/other/<i>`), made after the entry
 //!     was stored, so the entry stays valid and every lookup checks it
 //!     against the index.
+//! (c) The index itself: it keeps one record per prefix flushed until the
+//!     longest lifetime of any stored entry has passed, so a stream of
+//!     distinct flushes grows it. 4 Mi flushes into an empty index, each
+//!     timed alone: the mean per million records and the slowest call
+//!     (a table resize, made under the index's write lock).
+//!
+//! For (a), each size is timed three ways: a first pass on an empty index,
+//! criterion, then a pass on the index criterion's calls left behind.
 //!
 //! Criterion reports every case; since its figures are not available to
 //! the program, a short timing pass of its own (fixed iterations, median of

@@ -68,7 +68,7 @@
 //! | GET matching a rule (or a layer `ttl`) | yes | |
 //! | HEAD | answered from the GET entry, never fills one | `head` on a miss |
 //! | POST, PUT, PATCH, DELETE, ... | no | `method` |
-//! | no rule matches, no layer `ttl` | no | `no-rule` |
+//! | no rule matches, no layer `ttl` | passed through untouched (no header, not counted) | |
 //! | `Authorization` or `Cookie`, route without a scope | no | `authorization`, `cookie` |
 //! | route with a scope that returns `None` | no | `no-scope` |
 //! | path + query longer than `max_key_bytes`, bad percent-encoding, `%00` | no | `uri-too-long`, `uri-malformed` |

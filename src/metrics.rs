@@ -33,6 +33,9 @@ pub(crate) fn record(route: &str, event: Event) {
         Event::NotModified => {
             metrics::counter!("http_cache_not_modified_total", "route" => route).increment(1)
         }
+        Event::Collapsed => {
+            metrics::counter!("http_cache_collapsed_total", "route" => route).increment(1)
+        }
         Event::Rejected | Event::Hit | Event::Stale | Event::Miss | Event::Coalesced => {}
     }
 }

@@ -71,6 +71,10 @@ async fn a_stampede_makes_one_origin_call() {
     let stats = cache.stats();
     assert_eq!(stats.totals.coalesced + stats.totals.hits, 199, "{stats:?}");
     assert!(stats.totals.coalesced > 0);
+    assert_eq!(
+        stats.totals.collapsed, stats.totals.coalesced,
+        "every waiter got the shared entry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

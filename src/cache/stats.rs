@@ -100,6 +100,7 @@ pub(crate) enum Event {
     Stale,
     Miss,
     Coalesced,
+    Collapsed,
     Store,
     Rejected,
     StaleDropped,
@@ -134,6 +135,7 @@ pub(crate) struct Counters {
     pub(crate) stale: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
+    pub(crate) collapsed: AtomicU64,
     pub(crate) stores: AtomicU64,
     pub(crate) rejected_inserts: AtomicU64,
     pub(crate) stale_dropped: AtomicU64,
@@ -161,6 +163,7 @@ impl Counters {
             Event::Stale => &self.stale,
             Event::Miss => &self.misses,
             Event::Coalesced => &self.coalesced,
+            Event::Collapsed => &self.collapsed,
             Event::Store => &self.stores,
             Event::Rejected => &self.rejected_inserts,
             Event::StaleDropped => &self.stale_dropped,
@@ -188,6 +191,7 @@ impl Counters {
             stale: self.stale.load(Relaxed),
             misses: self.misses.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
+            collapsed: self.collapsed.load(Relaxed),
             not_modified: self.not_modified.load(Relaxed),
             stores: self.stores.load(Relaxed),
             rejected_inserts: self.rejected_inserts.load(Relaxed),
@@ -222,6 +226,9 @@ pub struct Counts {
     /// Of the misses, those that waited for another request's origin call
     /// on the same key.
     pub coalesced: u64,
+    /// Of the coalesced waits, those answered with the other request's
+    /// stored response (origin calls saved).
+    pub collapsed: u64,
     /// `304 Not Modified` answers to conditional requests (also hits).
     pub not_modified: u64,
     /// Responses stored.

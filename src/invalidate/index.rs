@@ -18,6 +18,12 @@ const KEY_SEED: u64 = 0x006b_6579;
 /// request pays for a backlog.
 const PRUNE_BATCH: usize = 4096;
 
+/// The most records the index keeps. Past it, the oldest records are
+/// dropped early and every entry born before them counts as invalidated (a
+/// conservative flush: more misses, never a stale answer), so the index's
+/// memory stays bounded whatever the TTLs and the rate of flushes.
+pub(crate) const MAX_RECORDS: usize = 1 << 18;
+
 /// What an invalidation flushes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -126,6 +132,9 @@ pub(crate) struct Index {
     /// The newest generation of any pruned record: an entry born before it
     /// may have been covered by a record that is gone, so it is not stored.
     pruned_gen: AtomicU64,
+    /// Entries born before this generation are invalid: records newer than
+    /// the horizon were dropped to keep the index within `MAX_RECORDS`.
+    floor: AtomicU64,
 }
 
 impl Index {
@@ -148,6 +157,11 @@ impl Index {
     /// record that could cover it was pruned.
     pub(crate) fn admits(&self, born: u64) -> bool {
         born >= self.pruned_gen.load(Ordering::SeqCst)
+    }
+
+    /// The generation below which every entry counts as invalidated.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Relaxed)
     }
 
     /// Records an invalidation of every target; returns the new generation.
@@ -177,11 +191,17 @@ impl Index {
     fn prune_locked(&self, records: &mut Records, now_ms: u64) {
         let horizon = self.horizon_ms.load(Ordering::SeqCst);
         for _ in 0..PRUNE_BATCH {
+            let over = records.order.len() > MAX_RECORDS;
             match records.order.front() {
-                Some(&(h, generation, at)) if at.saturating_add(horizon) < now_ms => {
+                Some(&(h, generation, at)) if over || at.saturating_add(horizon) < now_ms => {
                     records.order.pop_front();
                     if records.latest.get(&h) == Some(&generation) {
                         records.latest.remove(&h);
+                    }
+                    if over {
+                        // Set before the pruned generation, so a lookup
+                        // never sees the record gone without the floor.
+                        self.floor.fetch_max(generation, Ordering::SeqCst);
                     }
                     self.pruned_gen.fetch_max(generation, Ordering::SeqCst);
                 }
@@ -199,7 +219,10 @@ impl Index {
     #[inline]
     pub(crate) fn is_current(&self, path: &str, tags: &[Box<str>], key: u64, born: u64) -> bool {
         if self.len() == 0 {
-            return true;
+            return born >= self.floor();
+        }
+        if born < self.floor() {
+            return false;
         }
         let records = self.records.read().unwrap_or_else(|e| e.into_inner());
         let fresh = |h: u64| records.latest.get(&h).is_none_or(|&g| g <= born);

@@ -18,6 +18,8 @@ pub(crate) enum Plan {
     Bypass(Reason),
     /// A miss: store the response if it may be stored.
     Miss(Box<Miss>),
+    /// Not this layer's request (no rule): the response as it is.
+    Untouched,
 }
 
 type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
@@ -96,7 +98,8 @@ where
                         add_status(&mut response, "bypass", Some(reason), false);
                         Ok(response.map(CacheBody::passthrough))
                     }
-                    (Plan::Bypass(_), Err(e)) => Err(e),
+                    (Plan::Untouched, Ok(response)) => Ok(response.map(CacheBody::passthrough)),
+                    (Plan::Bypass(_) | Plan::Untouched, Err(e)) => Err(e),
                     (Plan::Miss(miss), Ok(response)) => {
                         if response.status().is_server_error() {
                             if let Some(stale) = usable_stale(&miss) {

@@ -398,6 +398,13 @@ where
         let (parts, body) = req.into_parts();
         let (route, key) = match config.classify(&parts, self.cache.shared.max_key_bytes) {
             Ok(found) => found,
+            Err((Reason::NoRule, _)) => {
+                // Not this layer's path: untouched, uncounted (another
+                // layer, such as a `route_layer`, may cache it).
+                tracing::trace!(path = parts.uri.path(), "no cache rule: passed through");
+                let future = self.inner.call(Request::from_parts(parts, body));
+                return ResponseFuture::forward(future, Plan::Untouched);
+            }
             Err((reason, route)) => {
                 return self.bypass(Request::from_parts(parts, body), reason, route);
             }
@@ -527,6 +534,7 @@ where
                 Some(req.headers()),
                 headers::collapsed(),
             );
+            miss.cache.record(Some(&miss.route.stats), Event::Collapsed);
             tracing::debug!(key = %miss.key.full, outcome = "collapsed", "cache decision");
             return Ok(response);
         }
