@@ -28,7 +28,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower_response_cache::{Cache, CacheLayer, RoutePolicy};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tower::ServiceBuilder;
+use tower_response_cache::{Cache, CacheLayer, InvalidateOn, RoutePolicy};
+
+/// The pretend database's one writable fact: a price rise, in cents, that
+/// `PUT /products/{id}` applies to every product.
+static PRICE_RISE: AtomicU32 = AtomicU32::new(0);
 
 const ADDR: &str = "127.0.0.1:3000";
 
@@ -43,37 +49,47 @@ const CLOCK_TTL: Duration = Duration::from_secs(1);
 // ---------------------------------------------------------------------------
 
 /// The router: four read routes, each cached by one `CacheLayer` with its
-/// own rule.
+/// own rule, and a write that flushes what it changes.
 fn app(cache: &Cache) -> Router {
     Router::new()
         .route("/products", get(list_products))
-        .route("/products/{id}", get(show_product))
+        .route("/products/{id}", get(show_product).put(update_product))
         .route("/me", get(me))
         .route("/clock", get(clock))
         .layer(
-            CacheLayer::new(cache)
-                // The list: one entry per distinct query (pairs sorted).
-                .route(
-                    "/products",
-                    RoutePolicy::ttl(Duration::from_secs(60))
-                        .tags(["products"])
-                        .ignore_query_params(["utm_*"]),
+            ServiceBuilder::new()
+                // A 2xx PUT flushes the item and the list before it answers.
+                .layer(
+                    InvalidateOn::new(cache)
+                        .rule("/products/{id}", ["/products/{id}", "/products"]),
                 )
-                // One product: campaign parameters do not split the entry.
-                .route(
-                    "/products/{id}",
-                    RoutePolicy::ttl(Duration::from_secs(300))
-                        .tags(["products"])
-                        .ignore_query_params(["utm_*"]),
-                )
-                // Per user: requests with `Authorization` are cached only
-                // because the key is scoped by the user they authenticate.
-                .route(
-                    "/me",
-                    RoutePolicy::ttl(Duration::from_secs(30)).scope(user_of),
-                )
-                .route("/clock", CLOCK_TTL),
+                .layer(cache_rules(cache)),
         )
+}
+
+fn cache_rules(cache: &Cache) -> CacheLayer {
+    CacheLayer::new(cache)
+        // The list: one entry per distinct query (pairs sorted).
+        .route(
+            "/products",
+            RoutePolicy::ttl(Duration::from_secs(60))
+                .tags(["products"])
+                .ignore_query_params(["utm_*"]),
+        )
+        // One product: campaign parameters do not split the entry.
+        .route(
+            "/products/{id}",
+            RoutePolicy::ttl(Duration::from_secs(300))
+                .tags(["products"])
+                .ignore_query_params(["utm_*"]),
+        )
+        // Per user: requests with `Authorization` are cached only
+        // because the key is scoped by the user they authenticate.
+        .route(
+            "/me",
+            RoutePolicy::ttl(Duration::from_secs(30)).scope(user_of),
+        )
+        .route("/clock", CLOCK_TTL)
 }
 
 /// The user a request authenticates as: the bearer token stands in for a
@@ -118,8 +134,14 @@ async fn show_product(Path(id): Path<u32>) -> impl IntoResponse {
     slow_db().await;
     json(format!(
         r#"{{"id":{id},"name":"product {id}","price_cents":{}}}"#,
-        100 * id + 99
+        100 * id + 99 + PRICE_RISE.load(Ordering::SeqCst)
     ))
+}
+
+async fn update_product(Path(_id): Path<u32>) -> StatusCode {
+    slow_db().await;
+    PRICE_RISE.fetch_add(100, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
 }
 
 async fn me(headers: HeaderMap) -> axum::response::Response {
@@ -242,6 +264,27 @@ fn tour() -> Vec<Step> {
             "/products/42",
             Hit,
             "utm_* is ignored by the key: same entry",
+        ),
+        Step::Request {
+            method: Method::PUT,
+            path: "/products/42",
+            user: None,
+            expect: Bypass,
+            body_has: None,
+            note: "a write: on its 204, InvalidateOn flushes /products/42 and /products",
+        },
+        Step::Request {
+            method: Method::GET,
+            path: "/products/42",
+            user: None,
+            expect: Miss,
+            body_has: Some(r#""price_cents":4399"#),
+            note: "read-your-writes: fresh data from the handler, never the old price",
+        },
+        get_(
+            "/products?a=1&b=2",
+            Miss,
+            "the list was flushed by the same write",
         ),
         get_as(
             "alice",
