@@ -2,7 +2,7 @@
 //! when its guard drops, on success, error or panic alike.
 
 use std::io::{self, BufRead, BufReader};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -56,11 +56,6 @@ impl Guard {
     /// is the program's own).
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    /// Takes the child's stdin; closing it is how a server is told to stop.
-    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
-        self.child.stdin.take()
     }
 
     /// Reads the child's stdout until a line starting with `prefix`, and

@@ -85,33 +85,11 @@ pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// GETs every path `paths` yields, `connections` requests at a time over
-/// that many keep-alive connections, each path once. `check` sees every
+/// GETs `path(i)` for every `i` below `count`, each once, over `conns`
+/// (keep-alive connections opened beforehand, so that opening them is not
+/// part of what is measured), one request in flight per connection:
+/// request `i` goes to connection `i % conns.len()`. `check` sees every
 /// reply. Returns how many requests were made.
-///
-/// # Errors
-///
-/// When a request fails, or `check` rejects a reply.
-pub async fn drive<F>(
-    port: u16,
-    connections: usize,
-    count: usize,
-    path: impl Fn(usize) -> String + Clone + Send + 'static,
-    check: F,
-) -> io::Result<usize>
-where
-    F: Fn(&str, &Reply) -> io::Result<()> + Clone + Send + 'static,
-{
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        conns.push(Conn::open(port).await?);
-    }
-    drive_on(conns, count, path, check).await
-}
-
-/// As [`drive`], on connections already open (so that opening them is
-/// not part of what is measured). Request `i` goes to connection
-/// `i % conns.len()`.
 ///
 /// # Errors
 ///

@@ -37,6 +37,27 @@ impl Sample {
         self.cpu_ns as f64 / (self.wrk.duration_us as f64 * 1e3)
     }
 
+    /// Two runs taken as one: counts and times added, percentiles averaged.
+    #[must_use]
+    pub fn merge(&self, other: &Sample) -> Sample {
+        let (a, b) = (&self.wrk, &other.wrk);
+        Sample {
+            wrk: Summary {
+                requests: a.requests + b.requests,
+                duration_us: a.duration_us + b.duration_us,
+                bytes: a.bytes + b.bytes,
+                p50_us: (a.p50_us + b.p50_us) / 2,
+                p99_us: (a.p99_us + b.p99_us) / 2,
+                max_us: a.max_us.max(b.max_us),
+                socket_errors: a.socket_errors + b.socket_errors,
+                bad_status: a.bad_status + b.bad_status,
+                client_cpu_us: a.client_cpu_us + b.client_cpu_us,
+            },
+            cpu_ns: self.cpu_ns + other.cpu_ns,
+            foreign_ns: self.foreign_ns + other.foreign_ns,
+        }
+    }
+
     /// Share of the run's wall time wrk spent on a CPU.
     pub fn client_busy(&self) -> f64 {
         if self.wrk.duration_us == 0 {
@@ -154,33 +175,43 @@ impl Comparison {
 
     /// The route against its paired plain runs.
     pub fn ratios(&self) -> Ratios {
-        // Each run against the plain run just before it, then the mean of
-        // those ratios: drift between rounds cancels within each pair.
+        // Each run against the plain run just before it, then the median of
+        // those ratios: drift between rounds cancels within each pair, and
+        // one disturbed pair does not move the median.
         let pairs: Vec<(&Sample, &Sample)> = self.runs.iter().zip(&self.plain).collect();
-        let mean = |f: &dyn Fn(&Sample, &Sample) -> f64| {
-            if pairs.is_empty() {
-                0.0
-            } else {
-                pairs.iter().map(|(r, p)| f(r, p)).sum::<f64>() / pairs.len() as f64
-            }
+        let per_pair = |f: &dyn Fn(&Sample, &Sample) -> f64| -> Vec<f64> {
+            pairs.iter().map(|(r, p)| f(r, p)).collect()
         };
-        let per_pair: Vec<f64> = pairs
-            .iter()
-            .map(|(r, p)| ratio(r.wrk.rps(), p.wrk.rps()))
-            .collect();
-        let lo = per_pair.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = per_pair.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let rps = per_pair(&|r, p| ratio(r.wrk.rps(), p.wrk.rps()));
+        let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         Ratios {
-            rps: mean(&|r, p| ratio(r.wrk.rps(), p.wrk.rps())),
-            rps_range: if per_pair.is_empty() {
-                (0.0, 0.0)
-            } else {
-                (lo, hi)
-            },
-            p50: mean(&|r, p| ratio(r.wrk.p50_us as f64, p.wrk.p50_us as f64)),
-            p99: mean(&|r, p| ratio(r.wrk.p99_us as f64, p.wrk.p99_us as f64)),
-            cpu: mean(&|r, p| ratio(r.cpu_per_request(), p.cpu_per_request())),
+            rps: median(rps.clone()),
+            rps_range: if rps.is_empty() { (0.0, 0.0) } else { (lo, hi) },
+            p50: median(per_pair(&|r, p| {
+                ratio(r.wrk.p50_us as f64, p.wrk.p50_us as f64)
+            })),
+            p99: median(per_pair(&|r, p| {
+                ratio(r.wrk.p99_us as f64, p.wrk.p99_us as f64)
+            })),
+            cpu: median(per_pair(&|r, p| {
+                ratio(r.cpu_per_request(), p.cpu_per_request())
+            })),
         }
+    }
+}
+
+/// The median (the mean of the middle two for an even count; 0 for none).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
     }
 }
 
@@ -524,10 +555,12 @@ impl Report {
         out.push_str("## Throughput, latency and server CPU\n\n");
         let _ = writeln!(
             out,
-            "{} connections, {} s per run, {} rounds; each route run right after a \
-             `plain` run; each ratio is the mean over rounds of the route's figure \
-             over its paired `plain` run's (the range: the lowest and highest \
-             per-round req/s ratio). \
+            "{} connections, {} s per run, {} rounds. In each round and at each size \
+             the routes run in turn, each between two `plain` runs (plain, route, \
+             plain, route, ..., plain; the order of the routes rotates from round to \
+             round), and a route's ratio is the median over rounds of its figure over \
+             that of the two `plain` runs around it (the range: the lowest and highest \
+             per-round req/s ratio). Absolute figures are means over rounds. \
              Latencies are the mean over runs of wrk's per-run percentiles. \
              CPU/req is the server's CPU time (user + system, all threads) over \
              the requests served; *server busy* is that CPU time over the wall \
@@ -607,8 +640,8 @@ impl Report {
             s.origin_delay.as_millis()
         );
         out.push_str(
-            "- Each round runs, for each body size and each route, `plain` then the \
-             route (A B A B), so slow drift of the machine falls on both alike.\n",
+            "- Every route runs between two `plain` runs (A B A C A D A ...), over \
+             several rounds, so that slow drift of the machine falls on both alike.\n",
         );
         out.push_str(
             "- Server CPU time is read from `/proc/<pid>/task/*/schedstat` before and \
@@ -748,7 +781,7 @@ mod tests {
             disturbed: 0,
         };
         let r = c.ratios();
-        // Means of the per-pair ratios: (0.9 + 1.0) / 2, (1.1 + 1.0) / 2.
+        // Medians of two per-pair ratios: (0.9 + 1.0) / 2, (1.1 + 1.0) / 2.
         assert!((r.rps - 0.95).abs() < 1e-9);
         assert!((r.rps_range.0 - 0.9).abs() < 1e-9);
         assert!((r.rps_range.1 - 1.0).abs() < 1e-9);
@@ -756,6 +789,23 @@ mod tests {
         // 10 ms of CPU per request in every run.
         assert!((r.cpu - 1.0).abs() < 1e-9);
         assert!((c.figures().busy - 0.95).abs() < 1e-9);
+    }
+
+    #[test]
+    fn merged_runs_add_counts_and_average_percentiles() {
+        let m = sample(100, 1.0, 100, 1000).merge(&sample(300, 1.0, 200, 2000));
+        assert_eq!(m.wrk.requests, 400);
+        assert!((m.wrk.rps() - 200.0).abs() < 1e-9);
+        assert_eq!(m.wrk.p50_us, 150);
+        assert!((m.cpu_per_request() - 7_500_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![1.0, 100.0, 1.1]), 1.1);
     }
 
     #[test]

@@ -78,8 +78,8 @@ struct Config {
     diag: bool,
 }
 
-const DEFAULT_SECS: u64 = 2;
-const DEFAULT_ROUNDS: u32 = 5;
+const DEFAULT_SECS: u64 = 1;
+const DEFAULT_ROUNDS: u32 = 8;
 const DEFAULT_CONNECTIONS: u32 = 64;
 const DEFAULT_FILL: u64 = 100_000;
 
@@ -392,15 +392,13 @@ fn run() -> io::Result<()> {
     if cfg.diag {
         routes.push(Kind::PlainHitHeaders);
     }
-    let runs = cfg.rounds as usize * SIZES.len() * routes.len() * 2;
-    let estimate = runs as u64 * (cfg.secs + 1) + 30;
+    let runs = cfg.rounds as usize * SIZES.len() * (routes.len() * 2 + 1);
+    // Each run starts wrk and opens its connections; the fills take ~15 s.
+    let estimate = (runs as f64 * (cfg.secs as f64 + 0.15) + 25.0) as u64;
     eprintln!(
         "loadbench: {runs} wrk runs of {} s ({} rounds), then memory fills of {} entries; \
-         about {} min",
-        cfg.secs,
-        cfg.rounds,
-        cfg.fill,
-        estimate.div_ceil(60)
+         about {} s",
+        cfg.secs, cfg.rounds, cfg.fill, estimate
     );
 
     // Throughput, latency, CPU: one server, every route, on a quiet machine.
@@ -457,24 +455,30 @@ fn run() -> io::Result<()> {
     let mut redone = 0u32;
     let mut kept_disturbed = 0u32;
     let mut wait_budget = MAX_WAIT;
-    for round in 0..cfg.rounds {
+    for round in 0..cfg.rounds as usize {
         for (s, (suffix, _)) in SIZES.iter().enumerate() {
-            for (r, kind) in routes.iter().enumerate() {
-                let plain_path = format!("/plain/{suffix}");
-                let path = format!("/{}/{suffix}", kind.path());
+            // plain, route, plain, route, ..., plain: every route between two
+            // plain runs, the routes in a different order each round.
+            let plain_path = format!("/plain/{suffix}");
+            let mut before = measure(&load, &script, &server, &cpus, &plain_path)?;
+            plain[s].runs.push(before);
+            plain[s].plain.push(before);
+            for i in 0..routes.len() {
+                let r = (i + round) % routes.len();
+                let path = format!("/{}/{suffix}", routes[r].path());
                 let mut attempts = 0;
-                let (a, b) = loop {
-                    let a = measure(&load, &script, &server, &cpus, &plain_path)?;
+                let (b, after) = loop {
                     let b = measure(&load, &script, &server, &cpus, &path)?;
-                    let other = a.foreign().max(b.foreign());
+                    let after = measure(&load, &script, &server, &cpus, &plain_path)?;
+                    let other = before.foreign().max(b.foreign()).max(after.foreign());
                     if other <= FOREIGN_LIMIT {
-                        break (a, b);
+                        break (b, after);
                     }
                     if attempts >= MAX_REDO || wait_budget.is_zero() {
                         kept_disturbed += 1;
                         compared[s * routes.len() + r].disturbed += 1;
                         plain[s].disturbed += 1;
-                        break (a, b);
+                        break (b, after);
                     }
                     attempts += 1;
                     redone += 1;
@@ -489,12 +493,14 @@ fn run() -> io::Result<()> {
                         wait_budget.min(Duration::from_secs(20)),
                     )?;
                     wait_budget = wait_budget.saturating_sub(t.elapsed());
+                    before = measure(&load, &script, &server, &cpus, &plain_path)?;
                 };
+                let a = before.merge(&after);
+                plain[s].runs.push(after);
+                plain[s].plain.push(after);
                 let c = &mut compared[s * routes.len() + r];
                 c.runs.push(b);
                 c.plain.push(a);
-                plain[s].runs.push(a);
-                plain[s].plain.push(a);
                 eprintln!(
                     "loadbench: round {}/{} {:>6} {:<28} {:>9.0} req/s, plain {:>9.0} ({:.3}), \
                      server {:.0}%/{:.0}%, wrk {:.0}%/{:.0}%, other {:.0}%/{:.0}%",
@@ -512,6 +518,7 @@ fn run() -> io::Result<()> {
                     b.foreign() * 100.0,
                     a.foreign() * 100.0,
                 );
+                before = after;
             }
         }
     }
