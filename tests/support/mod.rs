@@ -44,7 +44,15 @@ impl Seen {
 
 /// Sends a request through a router in process.
 pub async fn send(app: &Router, req: Request<Body>) -> Seen {
-    let res = app.clone().oneshot(req).await.unwrap();
+    seen(app.clone().oneshot(req).await.unwrap()).await
+}
+
+/// Reads a whole response, as a client does.
+async fn seen<B>(res: http::Response<B>) -> Seen
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
     let (parts, body) = res.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Seen {
@@ -123,11 +131,5 @@ pub async fn fetch(
         .request(req.body(http_body_util::Empty::new()).unwrap())
         .await
         .unwrap();
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Seen {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    seen(res).await
 }
