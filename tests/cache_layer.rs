@@ -251,6 +251,13 @@ fn responding(
     (app, hits)
 }
 
+fn with_status(status: u16, body: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .body(Body::from(body))
+        .unwrap()
+}
+
 async fn stored_after_two(
     make: fn(usize) -> Response<Body>,
     policy: RoutePolicy,
@@ -270,47 +277,15 @@ async fn only_storable_responses_are_stored() {
             .await
             .0
     );
-    assert!(
-        stored_after_two(
-            |_| Response::builder()
-                .status(404)
-                .body(Body::from("nf"))
-                .unwrap(),
-            ttl()
-        )
-        .await
-        .0
-    );
-    let (s, status) = stored_after_two(
-        |_| {
-            Response::builder()
-                .status(500)
-                .body(Body::from("e"))
-                .unwrap()
-        },
-        ttl(),
-    )
-    .await;
+    assert!(stored_after_two(|_| with_status(404, "nf"), ttl()).await.0);
+    let (s, status) = stored_after_two(|_| with_status(500, "e"), ttl()).await;
     assert!(!s);
     assert_eq!(status, "tower-response-cache; fwd=miss; detail=status");
-    assert!(
-        !stored_after_two(
-            |_| Response::builder()
-                .status(206)
-                .body(Body::from("p"))
-                .unwrap(),
-            ttl()
-        )
-        .await
-        .0
-    );
+    assert!(!stored_after_two(|_| with_status(206, "p"), ttl()).await.0);
     // A custom status set.
     assert!(
         stored_after_two(
-            |_| Response::builder()
-                .status(500)
-                .body(Body::from("e"))
-                .unwrap(),
+            |_| with_status(500, "e"),
             ttl().statuses([StatusCode::OK, StatusCode::INTERNAL_SERVER_ERROR])
         )
         .await

@@ -16,6 +16,21 @@ use tower_response_cache::{Cache, CacheLayer, RoutePolicy};
 
 const MIN: Duration = Duration::from_secs(60);
 
+/// Sends `n` concurrent GETs of `path` and returns the responses in order.
+async fn burst(app: &Router, n: usize, path: &'static str) -> Vec<Seen> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { send(&app, read(path)).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 /// A route whose handler takes `delay` and answers with its call number.
 fn slow(
     cache: &Cache,
@@ -53,13 +68,8 @@ async fn a_stampede_makes_one_origin_call() {
         RoutePolicy::ttl(MIN),
         &[],
     );
-    let mut tasks = Vec::new();
-    for _ in 0..200 {
-        let app = app.clone();
-        tasks.push(tokio::spawn(async move { send(&app, read("/slow")).await }));
-    }
-    for t in tasks {
-        let r = t.await.unwrap();
+    let responses = burst(&app, 200, "/slow").await;
+    for r in responses {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.text(), "call 1");
     }
@@ -87,15 +97,8 @@ async fn uncacheable_responses_do_not_make_a_convoy() {
         &[("cache-control", "private")],
     );
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let app = app.clone();
-        tasks.push(tokio::spawn(async move { send(&app, read("/slow")).await }));
-    }
-    let mut bodies = Vec::new();
-    for t in tasks {
-        bodies.push(t.await.unwrap().text());
-    }
+    let responses = burst(&app, 10, "/slow").await;
+    let mut bodies: Vec<String> = responses.iter().map(Seen::text).collect();
     let elapsed = start.elapsed();
     assert!(
         elapsed < Duration::from_millis(1500),
@@ -113,14 +116,7 @@ async fn uncacheable_responses_do_not_make_a_convoy() {
     let stats = cache.stats();
     assert_eq!(stats.pass_markers, 1, "{stats:?}");
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..5 {
-        let app = app.clone();
-        tasks.push(tokio::spawn(async move { send(&app, read("/slow")).await }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    burst(&app, 5, "/slow").await;
     assert!(start.elapsed() < Duration::from_millis(1000));
     assert_eq!(
         cache.stats().totals.coalesced,
@@ -149,15 +145,8 @@ async fn set_cookie_responses_are_never_shared_with_waiters() {
             }),
         )
         .layer(CacheLayer::new(&cache).ttl(MIN));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let app = app.clone();
-        tasks.push(tokio::spawn(
-            async move { send(&app, read("/login")).await },
-        ));
-    }
-    for t in tasks {
-        let r = t.await.unwrap();
+    let responses = burst(&app, 8, "/login").await;
+    for r in responses {
         let cookie = r
             .header("set-cookie")
             .unwrap()
@@ -544,13 +533,6 @@ async fn coalescing_can_be_turned_off() {
         RoutePolicy::ttl(MIN),
         &[],
     );
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let app = app.clone();
-        tasks.push(tokio::spawn(async move { send(&app, read("/slow")).await }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    burst(&app, 4, "/slow").await;
     assert_eq!(hits.get(), 4);
 }
