@@ -52,6 +52,26 @@ pub struct Entry {
     pub(crate) weight: u32,
 }
 
+/// Everything an entry holds, as plain owned data: what a store that
+/// serialises entries (Redis) decodes into before [`Entry::from_parts`].
+#[allow(dead_code)] // used by serialising stores
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EntryParts {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) body: Bytes,
+    pub(crate) born: u64,
+    pub(crate) key_hash: u64,
+    pub(crate) born_ms: u64,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) stale_while_revalidate_until_ms: u64,
+    pub(crate) grace_until_ms: u64,
+    pub(crate) path: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) full_key: Option<String>,
+    pub(crate) vary: Option<Vec<HeaderName>>,
+}
+
 impl Entry {
     pub(crate) fn empty() -> Self {
         Entry {
@@ -70,6 +90,73 @@ impl Entry {
             vary: None,
             weight: 0,
         }
+    }
+
+    /// Builds an entry from its parts, weighed for a store key of
+    /// `key_len` bytes. `None` when the status is not a valid one.
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn from_parts(parts: EntryParts, key_len: usize) -> Option<Self> {
+        let mut entry = Entry {
+            status: StatusCode::from_u16(parts.status).ok()?,
+            headers: parts.headers.into(),
+            body: parts.body,
+            born: parts.born,
+            key_hash: parts.key_hash,
+            born_ms: parts.born_ms,
+            fresh_until_ms: parts.fresh_until_ms,
+            stale_while_revalidate_until_ms: parts.stale_while_revalidate_until_ms,
+            grace_until_ms: parts.grace_until_ms,
+            path: parts.path.into(),
+            tags: parts.tags.into_iter().map(String::into_boxed_str).collect(),
+            full_key: parts.full_key.map(String::into_boxed_str),
+            vary: parts.vary.map(Vec::into_boxed_slice),
+            weight: 0,
+        };
+        entry.compute_weight(key_len);
+        Some(entry)
+    }
+
+    /// The hash of the request key (before any Vary variant).
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn key_hash(&self) -> u64 {
+        self.key_hash
+    }
+
+    /// When the origin read began, in cache-clock milliseconds (Unix ms).
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn born_ms(&self) -> u64 {
+        self.born_ms
+    }
+
+    /// Until when the entry is fresh (Unix ms).
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn fresh_until_ms(&self) -> u64 {
+        self.fresh_until_ms
+    }
+
+    /// Until when a stale entry may be served while it is refreshed.
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn stale_while_revalidate_until_ms(&self) -> u64 {
+        self.stale_while_revalidate_until_ms
+    }
+
+    /// Until when the entry may be served at all (freshness plus grace):
+    /// a store may drop it after this.
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn grace_until_ms(&self) -> u64 {
+        self.grace_until_ms
+    }
+
+    /// The full key of an entry stored under a hashed key.
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn full_key(&self) -> Option<&str> {
+        self.full_key.as_deref()
+    }
+
+    /// The request headers a Vary marker names (`None` for a response).
+    #[allow(dead_code)] // used by serialising stores
+    pub(crate) fn vary(&self) -> Option<&[HeaderName]> {
+        self.vary.as_deref()
     }
 
     pub(crate) fn compute_weight(&mut self, key_len: usize) {
