@@ -22,9 +22,11 @@ impl Cache {
     /// - `GET /stats`: [`Stats`](crate::Stats) as JSON;
     /// - `POST /invalidate` with `{"prefixes": [..], "tags": [..], "all": false}`
     ///   (any field may be left out; unknown fields and malformed JSON get a
-    ///   400): flushes them and answers with what was flushed;
+    ///   400): flushes them and answers with what was flushed (a 503 when a
+    ///   network store could not record the flush);
     /// - `GET /entries?prefix=/products&limit=100&offset=0`: keys, paths,
-    ///   ages, remaining TTLs and sizes, at most 1000 a page.
+    ///   ages, remaining TTLs and sizes, at most 1000 a page (entries of the
+    ///   in-memory store; a network store's entries are not listed).
     ///
     /// Mount it behind authorization; for example, with a bearer token:
     ///
@@ -100,7 +102,18 @@ async fn invalidate(State(cache): State<Cache>, body: Bytes) -> Response {
     if flush.all {
         targets.push(Target::prefix("/"));
     }
-    let generation = cache.invalidate_by(&targets, "admin");
+    let generation = match cache.flush_by(&targets, "admin").await {
+        Ok(generation) => generation,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({
+                    "error": format!("the flush could not be recorded ({e}); it is retried in the background"),
+                })),
+            )
+                .into_response()
+        }
+    };
     Json(serde_json::json!({ "flushed": flush, "generation": generation })).into_response()
 }
 

@@ -1,5 +1,6 @@
 //! The shared [`Cache`] handle, its builder, and its statistics.
 
+pub(crate) mod backend;
 pub(crate) mod flight;
 pub(crate) mod stats;
 
@@ -13,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use crate::invalidate::Target;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store, StoreError};
+use backend::Remote;
 use flight::Flights;
 use stats::{Counters, Extra, Stats};
 use std::time::Duration;
@@ -56,7 +58,13 @@ pub struct CacheBuilder {
     max_key_bytes: usize,
     coalesce_timeout: Duration,
     pass_marker: Duration,
+    store_timeout: Duration,
+    remote: Option<Remote>,
 }
+
+/// How long a network store's call may take by default before the
+/// request goes to the origin without it.
+const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Default for CacheBuilder {
     fn default() -> Self {
@@ -66,6 +74,8 @@ impl Default for CacheBuilder {
             max_key_bytes: 8 << 10,
             coalesce_timeout: Duration::from_secs(5),
             pass_marker: Duration::from_secs(2),
+            store_timeout: STORE_TIMEOUT,
+            remote: None,
         }
     }
 }
@@ -110,6 +120,33 @@ impl CacheBuilder {
         self
     }
 
+    /// Keeps entries and the invalidation index in `store` instead of in
+    /// this process's memory: with a
+    /// [`RedisStore`](crate::store::RedisStore) (feature `redis`), every
+    /// instance of a service shares one cache, and a write on one of them
+    /// flushes all of them. Nothing else changes: the layers, the headers
+    /// and the statistics work the same.
+    ///
+    /// Every call to the store is bounded by
+    /// [`store_timeout`](Self::store_timeout); a call that fails or times
+    /// out sends the request to the origin, counted as a bypass with reason
+    /// `store-error`, never an error to the client. A network store needs a
+    /// tokio runtime (responses are written to it in the background).
+    pub fn store<S: Store>(mut self, store: S) -> Self {
+        self.remote = Some(Remote::new(store, self.store_timeout));
+        self
+    }
+
+    /// The longest a call to a network store may take (default 1 s; a
+    /// store's own, shorter timeouts apply first).
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        if let Some(remote) = &mut self.remote {
+            remote.set_timeout(timeout);
+        }
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
@@ -122,6 +159,7 @@ impl CacheBuilder {
         Ok(Cache {
             shared: Arc::new(Shared {
                 memory,
+                remote: self.remote,
                 clock,
                 totals: Counters::default(),
                 routes: Mutex::new(HashMap::new()),
@@ -164,6 +202,8 @@ impl std::error::Error for BuildError {}
 
 pub(crate) struct Shared {
     pub(crate) memory: MemoryStore,
+    /// A network store, when one was given: then `memory` holds nothing.
+    pub(crate) remote: Option<Remote>,
     pub(crate) clock: Clock,
     pub(crate) totals: Counters,
     routes: Mutex<HashMap<Arc<str>, Arc<Counters>>>,
@@ -200,7 +240,8 @@ pub struct Cache {
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("store", &self.shared.memory)
+            .field("memory", &self.shared.memory)
+            .field("remote", &self.shared.remote)
             .field("max_body_bytes", &self.shared.max_body_bytes)
             .finish()
     }
@@ -271,6 +312,7 @@ impl Cache {
             coalesce_timeouts: self.shared.extra.coalesce_timeouts.load(Ordering::Relaxed),
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),
+            store_errors: self.shared.extra.store_errors.load(Ordering::Relaxed),
         }
     }
 
@@ -299,22 +341,126 @@ impl Cache {
 
     /// Flushes every target at once (one generation), and returns that
     /// generation.
+    ///
+    /// With a network store ([`CacheBuilder::store`]) the flush is sent in
+    /// the background (retried for a few seconds if the store fails) and
+    /// this returns 0; await [`flush`](Self::flush) to know it holds.
     pub fn invalidate(&self, targets: &[Target]) -> u64 {
         self.invalidate_by(targets, "api")
     }
 
+    /// Flushes every target at once and waits until the flush holds for
+    /// every instance sharing the store; returns its generation.
+    ///
+    /// # Errors
+    ///
+    /// When a network store failed or timed out (the flush is then retried
+    /// in the background for a few seconds).
+    pub async fn flush(&self, targets: &[Target]) -> Result<u64, StoreError> {
+        self.flush_by(targets, "api").await
+    }
+
     /// Flushes targets on behalf of `by` (`api`, `InvalidateOn`, `admin`),
-    /// counted and traced at info level.
+    /// counted and traced at info level; in the background on a network
+    /// store.
     pub(crate) fn invalidate_by(&self, targets: &[Target], by: &'static str) -> u64 {
+        if self.shared.remote.is_some() {
+            let cache = self.clone();
+            let targets = targets.to_vec();
+            let flush = async move {
+                let _ = cache.flush_by(&targets, by).await;
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(flush);
+                }
+                Err(_) => {
+                    tracing::error!(
+                        by,
+                        "a flush on a network store needs a tokio runtime; use Cache::flush"
+                    );
+                }
+            }
+            return 0;
+        }
         let generation = self.shared.memory.invalidate_now(targets);
+        self.counted(targets, generation, by);
+        generation
+    }
+
+    /// Flushes targets and waits for the store.
+    pub(crate) async fn flush_by(
+        &self,
+        targets: &[Target],
+        by: &'static str,
+    ) -> Result<u64, StoreError> {
+        let Some(remote) = &self.shared.remote else {
+            let generation = self.shared.memory.invalidate_now(targets);
+            self.counted(targets, generation, by);
+            return Ok(generation);
+        };
+        match remote.invalidate(targets).await {
+            Ok(generation) => {
+                self.counted(targets, generation, by);
+                Ok(generation)
+            }
+            Err(e) => {
+                self.store_error("invalidate", &e);
+                let cache = self.clone();
+                let targets = targets.to_vec();
+                tokio::spawn(async move { cache.retry_flush(targets, by).await });
+                Err(e)
+            }
+        }
+    }
+
+    /// Retries a failed flush a bounded number of times: a store that comes
+    /// back soon must not keep entries a write made stale.
+    async fn retry_flush(&self, targets: Vec<Target>, by: &'static str) {
+        let Some(remote) = &self.shared.remote else {
+            return;
+        };
+        for attempt in 1..=FLUSH_RETRIES {
+            tokio::time::sleep(FLUSH_RETRY_EVERY).await;
+            match remote.invalidate(&targets).await {
+                Ok(generation) => {
+                    self.counted(&targets, generation, by);
+                    tracing::info!(?targets, attempt, "flush retried and recorded");
+                    return;
+                }
+                Err(e) => self.store_error("invalidate", &e),
+            }
+        }
+        tracing::error!(
+            ?targets,
+            "flush could not be recorded in the store; entries under these targets may be \
+             served until their TTL ends"
+        );
+    }
+
+    fn counted(&self, targets: &[Target], generation: u64, by: &'static str) {
         for target in targets {
             self.count_invalidation(match target {
                 Target::Prefix(_) => "prefix",
                 Target::Tag(_) => "tag",
+                Target::Key(_) => "key",
             });
         }
         tracing::info!(?targets, generation, by, "cache invalidated");
-        generation
+    }
+
+    /// Counts and traces a failed call to a network store.
+    pub(crate) fn store_error(&self, op: &'static str, error: &StoreError) {
+        Counters::add(&self.shared.extra.store_errors);
+        tracing::warn!(op, %error, "cache store unavailable; serving from the origin");
+    }
+
+    /// The generation an origin read begins at.
+    pub(crate) async fn born(&self) -> Result<u64, StoreError> {
+        match &self.shared.remote {
+            None => Ok(self.shared.memory.index.generation()),
+            Some(remote) => remote.generation().await,
+        }
     }
 
     pub(crate) fn count_invalidation(&self, _kind: &'static str) {
@@ -323,3 +469,7 @@ impl Cache {
         crate::metrics::invalidation(_kind);
     }
 }
+
+/// How often, and how many times, a failed flush is retried.
+const FLUSH_RETRIES: u32 = 20;
+const FLUSH_RETRY_EVERY: Duration = Duration::from_millis(250);

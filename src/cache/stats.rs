@@ -32,10 +32,12 @@ pub(crate) enum Reason {
     Trailers,
     Rejected,
     Invalidated,
+    /// A network store failed to take the response.
+    StoreFailed,
 }
 
 impl Reason {
-    const ALL: [Reason; 21] = [
+    const ALL: [Reason; 22] = [
         Reason::Method,
         Reason::Authorization,
         Reason::Cookie,
@@ -57,6 +59,7 @@ impl Reason {
         Reason::Trailers,
         Reason::Rejected,
         Reason::Invalidated,
+        Reason::StoreFailed,
     ];
 
     /// The token written in `Cache-Status` and used as a stats key.
@@ -83,6 +86,7 @@ impl Reason {
             Reason::Trailers => "trailers",
             Reason::Rejected => "rejected",
             Reason::Invalidated => "invalidated",
+            Reason::StoreFailed => "store-error",
         }
     }
 
@@ -208,6 +212,7 @@ pub(crate) struct Extra {
     pub(crate) coalesce_timeouts: AtomicU64,
     pub(crate) pass_markers: AtomicU64,
     pub(crate) refreshes: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
 }
 
 /// Request counters, for the whole cache or for one route pattern.
@@ -289,6 +294,10 @@ pub struct Stats {
     pub pass_markers: u64,
     /// Background refreshes started.
     pub refreshes: u64,
+    /// Calls to a network store that failed or timed out (lookups, stores,
+    /// clock reads, invalidations); the requests concerned were served by
+    /// the origin.
+    pub store_errors: u64,
     /// Hits over hits plus misses, over every route.
     pub hit_ratio: f64,
 }

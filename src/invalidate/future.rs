@@ -22,8 +22,12 @@ pub(crate) struct Flush {
     pub(crate) authority: Option<String>,
 }
 
+/// A flush on a network store, awaited before the write's response is
+/// released (so the writer's next read, on any instance, sees it).
+type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 impl Flush {
-    fn run(mut self, headers: &HeaderMap) {
+    fn run(mut self, headers: &HeaderMap) -> Option<Pending> {
         if self.rule.is_none() {
             for name in [header::LOCATION, header::CONTENT_LOCATION] {
                 if let Some(path) = headers
@@ -40,7 +44,15 @@ impl Flush {
             rule = self.rule.as_deref().unwrap_or("(own path)"),
             "a successful write flushes the cache"
         );
+        if self.cache.shared.remote.is_some() {
+            let Flush { cache, targets, .. } = self;
+            return Some(Box::pin(async move {
+                // A failure is counted, traced and retried in the background.
+                let _ = cache.flush_by(&targets, "InvalidateOn").await;
+            }));
+        }
         self.cache.invalidate_by(&self.targets, "InvalidateOn");
+        None
     }
 }
 
@@ -59,16 +71,24 @@ fn same_origin_path(value: &str, authority: Option<&str>) -> Option<String> {
 
 pin_project! {
     /// The response future of [`InvalidateService`](super::InvalidateService).
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F: Future> {
         #[pin]
         future: F,
         flush: Option<Box<Flush>>,
+        // A flush on a network store, and the response it holds back.
+        pending: Option<Pending>,
+        held: Option<F::Output>,
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F: Future> ResponseFuture<F> {
     pub(crate) fn new(future: F, flush: Option<Box<Flush>>) -> Self {
-        Self { future, flush }
+        Self {
+            future,
+            flush,
+            pending: None,
+            held: None,
+        }
     }
 }
 
@@ -80,10 +100,21 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if let Some(pending) = this.pending {
+            ready!(pending.as_mut().poll(cx));
+            *this.pending = None;
+            return Poll::Ready(this.held.take().expect("polled after completion"));
+        }
         let result = ready!(this.future.poll(cx));
         if let (Some(flush), Ok(response)) = (this.flush.take(), &result) {
             if (flush.rules.when)(response.status()) {
-                flush.run(response.headers());
+                if let Some(mut pending) = flush.run(response.headers()) {
+                    if pending.as_mut().poll(cx).is_pending() {
+                        *this.pending = Some(pending);
+                        *this.held = Some(result);
+                        return Poll::Pending;
+                    }
+                }
             }
         }
         Poll::Ready(result)

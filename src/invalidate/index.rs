@@ -33,6 +33,11 @@ pub enum Target {
     Prefix(String),
     /// Every entry carrying this tag.
     Tag(String),
+    /// One request's cache key, as built by the layer (what
+    /// [`CacheLayer::invalidate_request`](crate::CacheLayer::invalidate_request)
+    /// flushes). Hidden: keys are the layer's business.
+    #[doc(hidden)]
+    Key(String),
 }
 
 impl Target {
@@ -50,6 +55,7 @@ impl Target {
         match self {
             Target::Prefix(p) => prefix_hash(normalise_prefix(p)),
             Target::Tag(t) => tag_hash(t),
+            Target::Key(k) => key_hash(k),
         }
     }
 }

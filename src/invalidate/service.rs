@@ -94,6 +94,7 @@ where
                     .map(|t| match t {
                         Target::Prefix(p) => Target::Prefix(fill(p, &m.params)),
                         Target::Tag(t) => Target::Tag(fill(t, &m.params)),
+                        Target::Key(k) => Target::Key(k.clone()),
                     })
                     .collect(),
                 authority: None,

@@ -195,11 +195,8 @@ impl CacheLayer {
         let shared = &self.cache.shared;
         match self.config.classify(request, shared.max_key_bytes) {
             Ok((_, key)) => {
-                shared
-                    .memory
-                    .invalidate_hashes(&[crate::invalidate::index::key_hash(&key.full)]);
-                self.cache.count_invalidation("key");
-                tracing::info!(key = %key.full, by = "invalidate_request", "cache entry flushed");
+                self.cache
+                    .invalidate_by(&[crate::Target::Key(key.full)], "invalidate_request");
                 true
             }
             Err(_) => false,

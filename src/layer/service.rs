@@ -15,7 +15,7 @@ use crate::cache::Cache;
 use crate::headers;
 use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
-use crate::store::{Entry, Lookup};
+use crate::store::{Entry, Lookup, StoreError};
 
 /// The service made by [`CacheLayer`](super::CacheLayer).
 ///
@@ -122,7 +122,6 @@ impl Pending {
             flight,
             span,
         } = *self;
-        let memory = &cache.shared.memory;
         if !entry.headers.iter().any(|(n, _)| n == header::ETAG) {
             let mut headers = std::mem::take(&mut entry.headers).into_vec();
             headers.push((header::ETAG, headers::computed_etag(&body)));
@@ -157,6 +156,20 @@ impl Pending {
             (primary, marker)
         });
         let weight = entry.weight;
+        if cache.shared.remote.is_some() {
+            let pending = Box::new(Pending {
+                cache,
+                counters,
+                key,
+                primary: None,
+                entry: Entry::empty(),
+                flight,
+                span,
+            });
+            pending.store_remote(Arc::new(entry), marker);
+            return;
+        }
+        let memory = &cache.shared.memory;
         if memory.put_now(key.lookup(), Arc::new(entry)) {
             span.record("stored_bytes", weight);
             if let Some((primary, marker)) = marker {
@@ -181,6 +194,43 @@ impl Pending {
             });
             pending.not_stored(Reason::Rejected);
         }
+    }
+}
+
+impl Pending {
+    /// Writes an entry (and its Vary marker) to a network store in the
+    /// background; the flight, if any, ends when the write has landed, so
+    /// that its waiters find the entry.
+    fn store_remote(self: Box<Self>, entry: Arc<Entry>, marker: Option<(CacheKey, Entry)>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.not_stored(Reason::StoreFailed);
+            return;
+        };
+        runtime.spawn(async move {
+            let Some(remote) = self.cache.shared.remote.clone() else {
+                return;
+            };
+            let weight = entry.weight;
+            let mut written = remote.put(self.key.lookup(), entry).await;
+            if let (Ok(()), Some((primary, marker))) = (&written, marker) {
+                written = remote.put(primary.lookup(), Arc::new(marker)).await;
+            }
+            match written {
+                Ok(()) => {
+                    let mut this = *self;
+                    this.span.record("stored_bytes", weight);
+                    this.cache.record(Some(&this.counters), Event::Store);
+                    tracing::debug!(parent: &this.span, key = %this.key.full, bytes = weight, "response stored");
+                    if let Some(flight) = this.flight.take() {
+                        flight.finish(&this.cache.shared.flights, Outcome::Stored, 0);
+                    }
+                }
+                Err(e) => {
+                    self.cache.store_error("put", &e);
+                    self.not_stored(Reason::StoreFailed);
+                }
+            }
+        });
     }
 }
 
@@ -209,8 +259,69 @@ impl Cache {
         }
     }
 
-    /// Looks a key up (following a Vary marker), judging freshness, grace
-    /// and the full key of hashed entries.
+    /// Judges what one lookup found: an answer, or the key of the variant
+    /// to look up next (when the primary key holds a Vary marker).
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &self,
+        lookup: Lookup,
+        k: &CacheKey,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        now_ms: u64,
+        counters: &Counters,
+        marker: &mut Option<(CacheKey, Box<[HeaderName]>)>,
+    ) -> Step {
+        let miss = |marker: &mut Option<_>| {
+            Step::Answer(Found::Miss {
+                marker: marker.take(),
+                stale: None,
+            })
+        };
+        let entry = match lookup {
+            Lookup::Found(entry) => entry,
+            Lookup::Invalidated => {
+                self.record(Some(counters), Event::StaleDropped);
+                return miss(marker);
+            }
+            Lookup::Miss => return miss(marker),
+        };
+        if k.hashed.is_some() && entry.full_key.as_deref() != Some(&*k.full) {
+            return miss(marker);
+        }
+        if now_ms >= entry.fresh_until_ms {
+            if now_ms >= entry.grace_until_ms {
+                if self.shared.remote.is_none() {
+                    // A network store drops entries past their grace itself.
+                    self.shared.memory.remove_if_same(k.lookup(), &entry);
+                }
+                return miss(marker);
+            }
+            if entry.vary.is_none() {
+                if now_ms < entry.stale_while_revalidate_until_ms {
+                    return Step::Answer(Found::Stale {
+                        entry,
+                        marker: marker.take(),
+                    });
+                }
+                return Step::Answer(Found::Miss {
+                    marker: marker.take(),
+                    stale: Some(entry),
+                });
+            }
+        }
+        match &entry.vary {
+            None => Step::Answer(Found::Fresh(entry)),
+            Some(names) if marker.is_none() => {
+                *marker = Some((key.clone(), names.clone()));
+                Step::Variant(key.variant(names, headers))
+            }
+            Some(_) => miss(marker),
+        }
+    }
+
+    /// Looks a key up in memory (following a Vary marker), judging
+    /// freshness, grace and the full key of hashed entries.
     pub(crate) fn find(
         &self,
         key: &CacheKey,
@@ -220,64 +331,45 @@ impl Cache {
     ) -> Found {
         let memory = &self.shared.memory;
         let mut variant: Option<CacheKey> = None;
-        let mut marker: Option<(CacheKey, Box<[HeaderName]>)> = None;
+        let mut marker = None;
         loop {
             let k = variant.as_ref().unwrap_or(key);
-            let entry = match memory.lookup_now(k.lookup()) {
-                Lookup::Found(entry) => entry,
-                Lookup::Invalidated => {
-                    self.record(Some(counters), Event::StaleDropped);
-                    return Found::Miss {
-                        marker,
-                        stale: None,
-                    };
-                }
-                Lookup::Miss => {
-                    return Found::Miss {
-                        marker,
-                        stale: None,
-                    }
-                }
-            };
-            if k.hashed.is_some() && entry.full_key.as_deref() != Some(&*k.full) {
-                return Found::Miss {
-                    marker,
-                    stale: None,
-                };
-            }
-            if now_ms >= entry.fresh_until_ms {
-                if now_ms >= entry.grace_until_ms {
-                    memory.remove_if_same(k.lookup(), &entry);
-                    return Found::Miss {
-                        marker,
-                        stale: None,
-                    };
-                }
-                if entry.vary.is_none() {
-                    if now_ms < entry.stale_while_revalidate_until_ms {
-                        return Found::Stale { entry, marker };
-                    }
-                    return Found::Miss {
-                        marker,
-                        stale: Some(entry),
-                    };
-                }
-            }
-            match &entry.vary {
-                None => return Found::Fresh(entry),
-                Some(names) if marker.is_none() => {
-                    variant = Some(key.variant(names, headers));
-                    marker = Some((key.clone(), names.clone()));
-                }
-                Some(_) => {
-                    return Found::Miss {
-                        marker,
-                        stale: None,
-                    }
-                }
+            let lookup = memory.lookup_now(k.lookup());
+            match self.judge(lookup, k, key, headers, now_ms, counters, &mut marker) {
+                Step::Answer(found) => return found,
+                Step::Variant(v) => variant = Some(v),
             }
         }
     }
+
+    /// [`find`](Self::find) in a network store.
+    pub(crate) async fn find_remote(
+        &self,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        now_ms: u64,
+        counters: &Counters,
+    ) -> Result<Found, StoreError> {
+        let Some(remote) = &self.shared.remote else {
+            return Ok(self.find(key, headers, now_ms, counters));
+        };
+        let mut variant: Option<CacheKey> = None;
+        let mut marker = None;
+        loop {
+            let k = variant.as_ref().unwrap_or(key);
+            let lookup = remote.get(k.lookup()).await?;
+            match self.judge(lookup, k, key, headers, now_ms, counters, &mut marker) {
+                Step::Answer(found) => return Ok(found),
+                Step::Variant(v) => variant = Some(v),
+            }
+        }
+    }
+}
+
+/// What one lookup told [`Cache::judge`].
+enum Step {
+    Answer(Found),
+    Variant(CacheKey),
 }
 
 /// The headers a 304 carries from the stored response (RFC 9110,
@@ -417,79 +509,188 @@ where
             reason = tracing::field::Empty,
             stored_bytes = tracing::field::Empty,
         );
-        let _entered = span.enter();
         let shared = &self.cache.shared;
+        if shared.remote.is_some() {
+            // A network store: the lookup is awaited, on the service that
+            // was polled ready.
+            let clone = self.inner.clone();
+            let svc = std::mem::replace(&mut self.inner, clone);
+            let lookup = Keyed {
+                cache: self.cache.clone(),
+                route: route.clone(),
+                key,
+                parts,
+                head,
+            };
+            return ResponseFuture::boxed(tracing::Instrument::instrument(
+                call_remote(svc, lookup, body),
+                span,
+            ));
+        }
+        let _entered = span.enter();
         let now_ms = shared.clock.now_ms();
-        match self.cache.find(&key, &parts.headers, now_ms, &route.stats) {
-            Found::Fresh(entry) => {
-                self.cache.record(Some(&route.stats), Event::Hit);
-                let (response, not_modified) = respond(
-                    &entry,
-                    now_ms,
-                    head,
-                    Some(&parts.headers),
-                    hit_status(&entry, now_ms),
-                );
-                if not_modified {
-                    self.cache.record(Some(&route.stats), Event::NotModified);
-                }
-                span.record("outcome", "hit");
-                tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
-                ResponseFuture::ready(response)
+        let found = self.cache.find(&key, &parts.headers, now_ms, &route.stats);
+        let born = shared.memory.index.generation();
+        let lookup = Keyed {
+            cache: self.cache.clone(),
+            route: route.clone(),
+            key,
+            parts,
+            head,
+        };
+        answer(&mut self.inner, lookup, body, found, now_ms, born)
+    }
+}
+
+/// A keyed GET or HEAD request, about to be answered.
+struct Keyed {
+    cache: Cache,
+    route: CompiledRoute,
+    key: CacheKey,
+    parts: http::request::Parts,
+    head: bool,
+}
+
+/// Answers a request from what the lookup found: a hit or a stale entry at
+/// once, a miss through `svc` (the service that was polled ready), or a
+/// wait for another request's origin call. `born` is the generation read
+/// before the origin read begins.
+fn answer<S, ReqBody, ResBody>(
+    svc: &mut S,
+    lookup: Keyed,
+    body: ReqBody,
+    found: Found,
+    now_ms: u64,
+    born: u64,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    let Keyed {
+        cache,
+        route,
+        key,
+        parts,
+        head,
+    } = lookup;
+    let span = tracing::Span::current();
+    let shared = &cache.shared;
+    match found {
+        Found::Fresh(entry) => {
+            cache.record(Some(&route.stats), Event::Hit);
+            let (response, not_modified) = respond(
+                &entry,
+                now_ms,
+                head,
+                Some(&parts.headers),
+                hit_status(&entry, now_ms),
+            );
+            if not_modified {
+                cache.record(Some(&route.stats), Event::NotModified);
             }
-            Found::Stale { entry, marker } => {
-                self.cache.record(Some(&route.stats), Event::Stale);
-                let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
-                let (response, _) = respond(&entry, now_ms, head, None, status);
-                let refreshing = !head && tokio::runtime::Handle::try_current().is_ok();
-                span.record("outcome", "stale");
-                tracing::debug!(key = %key.full, route = %route.pattern, outcome = "stale", refreshing, "cache decision");
-                if refreshing {
-                    let lookup_key = marker.as_ref().map_or(&key, |(p, _)| p).lookup().to_owned();
-                    if let Join::Leader(flight) = shared.flights.join(&lookup_key, now_ms) {
-                        // Exactly one background refresh, on the service
-                        // that was polled ready.
-                        Counters::add(&shared.extra.refreshes);
-                        let mut miss = self.miss(route, key, &parts, head, marker, now_ms);
-                        miss.flight = Some(flight);
-                        // The refresh wants a full response, not a 304 for
-                        // this client's validators.
-                        let mut parts = parts;
-                        parts.headers.remove(header::IF_NONE_MATCH);
-                        parts.headers.remove(header::IF_MODIFIED_SINCE);
-                        let future = self.inner.call(Request::from_parts(parts, body));
-                        tokio::spawn(refresh(future, miss));
-                    }
+            span.record("outcome", "hit");
+            tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
+            ResponseFuture::ready(response)
+        }
+        Found::Stale { entry, marker } => {
+            cache.record(Some(&route.stats), Event::Stale);
+            let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
+            let (response, _) = respond(&entry, now_ms, head, None, status);
+            let refreshing = !head && tokio::runtime::Handle::try_current().is_ok();
+            span.record("outcome", "stale");
+            tracing::debug!(key = %key.full, route = %route.pattern, outcome = "stale", refreshing, "cache decision");
+            if refreshing {
+                let lookup_key = marker.as_ref().map_or(&key, |(p, _)| p).lookup().to_owned();
+                if let Join::Leader(flight) = shared.flights.join(&lookup_key, now_ms) {
+                    // Exactly one background refresh, on the service that
+                    // was polled ready.
+                    Counters::add(&shared.extra.refreshes);
+                    let mut miss = Miss::new(&cache, &route, key, &parts, head, marker, now_ms, born);
+                    miss.flight = Some(flight);
+                    // The refresh wants a full response, not a 304 for this
+                    // client's validators.
+                    let mut parts = parts;
+                    parts.headers.remove(header::IF_NONE_MATCH);
+                    parts.headers.remove(header::IF_MODIFIED_SINCE);
+                    let future = svc.call(Request::from_parts(parts, body));
+                    tokio::spawn(refresh(future, miss));
                 }
-                ResponseFuture::ready(response)
             }
-            Found::Miss { marker, stale } => {
-                self.cache.record(Some(&route.stats), Event::Miss);
-                span.record("outcome", "miss");
-                tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
-                let mut miss = self.miss(route, key, &parts, head, marker, now_ms);
-                miss.stale = stale;
-                let join = if head || shared.coalesce_timeout.is_zero() {
-                    Join::Pass
-                } else {
-                    shared.flights.join(miss.key.lookup(), now_ms)
-                };
-                match join {
-                    Join::Leader(flight) => miss.flight = Some(flight),
-                    Join::Pass => {}
-                    Join::Follower(rx) => {
-                        self.cache.record(Some(&route.stats), Event::Coalesced);
-                        // The service polled ready goes with the waiter;
-                        // this one keeps a clone.
-                        let clone = self.inner.clone();
-                        let svc = std::mem::replace(&mut self.inner, clone);
-                        let req = Request::from_parts(parts, body);
-                        return ResponseFuture::boxed(wait_then_call(svc, req, miss, rx));
-                    }
+            ResponseFuture::ready(response)
+        }
+        Found::Miss { marker, stale } => {
+            cache.record(Some(&route.stats), Event::Miss);
+            span.record("outcome", "miss");
+            tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
+            let mut miss = Miss::new(&cache, &route, key, &parts, head, marker, now_ms, born);
+            miss.stale = stale;
+            let join = if head || shared.coalesce_timeout.is_zero() {
+                Join::Pass
+            } else {
+                shared.flights.join(miss.key.lookup(), now_ms)
+            };
+            match join {
+                Join::Leader(flight) => miss.flight = Some(flight),
+                Join::Pass => {}
+                Join::Follower(rx) => {
+                    cache.record(Some(&route.stats), Event::Coalesced);
+                    // The service polled ready goes with the waiter; the
+                    // caller keeps a clone.
+                    let clone = svc.clone();
+                    let svc = std::mem::replace(svc, clone);
+                    let req = Request::from_parts(parts, body);
+                    return ResponseFuture::boxed(wait_then_call(svc, req, miss, rx));
                 }
-                let future = self.inner.call(Request::from_parts(parts, body));
-                ResponseFuture::forward(future, Plan::Miss(Box::new(miss)))
             }
+            let future = svc.call(Request::from_parts(parts, body));
+            ResponseFuture::forward(future, Plan::Miss(Box::new(miss)))
+        }
+    }
+}
+
+/// A request on a network store: the lookup and (on a miss) the clock are
+/// awaited; a store that fails or times out sends the request to the
+/// origin as a `store-error` bypass.
+async fn call_remote<S, ReqBody, ResBody>(
+    mut svc: S,
+    lookup: Keyed,
+    body: ReqBody,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+{
+    let cache = &lookup.cache;
+    let now_ms = cache.shared.clock.now_ms();
+    let mut found = cache
+        .find_remote(&lookup.key, &lookup.parts.headers, now_ms, &lookup.route.stats)
+        .await;
+    let mut born = 0;
+    if let Ok(Found::Miss { .. } | Found::Stale { .. }) = &found {
+        match cache.born().await {
+            Ok(generation) => born = generation,
+            Err(e) => found = Err(e),
+        }
+    }
+    match found {
+        Ok(found) => answer(&mut svc, lookup, body, found, now_ms, born).await,
+        Err(e) => {
+            cache.store_error("get", &e);
+            let Keyed {
+                cache,
+                route,
+                parts,
+                ..
+            } = lookup;
+            let req = Request::from_parts(parts, body);
+            forward_bypass(&mut svc, &cache, req, Reason::StoreError, Some(&route)).await
         }
     }
 }
@@ -523,10 +724,11 @@ where
     };
     let now_ms = shared.clock.now_ms();
     if outcome == Outcome::Stored {
-        if let Found::Fresh(entry) =
-            miss.cache
-                .find(&miss.key, req.headers(), now_ms, &miss.route.stats)
-        {
+        let found = miss
+            .cache
+            .find_remote(&miss.key, req.headers(), now_ms, &miss.route.stats)
+            .await;
+        if let Ok(Found::Fresh(entry)) = found {
             let (response, _) = respond(
                 &entry,
                 now_ms,
@@ -541,7 +743,15 @@ where
     }
     // The leader's response could not be shared: go to the origin now,
     // with a birth taken now.
-    miss.born = shared.memory.index.generation();
+    match miss.cache.born().await {
+        Ok(born) => miss.born = born,
+        Err(e) => {
+            let cache = miss.cache.clone();
+            cache.store_error("generation", &e);
+            return forward_bypass(&mut svc, &cache, req, Reason::StoreError, Some(&miss.route))
+                .await;
+        }
+    }
     miss.born_ms = now_ms;
     let future = svc.call(req);
     ResponseFuture::forward(future, Plan::Miss(Box::new(miss))).await
@@ -569,18 +779,20 @@ where
     }
 }
 
-impl<S> CacheService<S> {
-    fn miss(
-        &self,
+impl Miss {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        cache: &Cache,
         route: &CompiledRoute,
         key: CacheKey,
         parts: &http::request::Parts,
         head: bool,
         marker: Option<(CacheKey, Box<[HeaderName]>)>,
         now_ms: u64,
+        born: u64,
     ) -> Miss {
         Miss {
-            cache: self.cache.clone(),
+            cache: cache.clone(),
             route: route.clone(),
             path: parts.uri.path().into(),
             request_headers: if head {
@@ -593,7 +805,7 @@ impl<S> CacheService<S> {
                 Some((primary, _)) => primary,
                 None => key,
             },
-            born: self.cache.shared.memory.index.generation(),
+            born,
             born_ms: now_ms,
             head,
             flight: None,
@@ -601,7 +813,40 @@ impl<S> CacheService<S> {
             span: tracing::Span::current(),
         }
     }
+}
 
+/// Sends a request to the origin without consulting the cache, counted and
+/// traced with its reason.
+fn forward_bypass<S, ReqBody, ResBody>(
+    svc: &mut S,
+    cache: &Cache,
+    req: Request<ReqBody>,
+    reason: Reason,
+    route: Option<&CompiledRoute>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    cache.record(route.map(|r| &*r.stats), Event::Reason(reason));
+    let span = tracing::debug_span!(
+        "http_cache",
+        route = route.map(|r| &*r.pattern),
+        outcome = "bypass",
+        reason = reason.as_str(),
+    );
+    let _entered = span.enter();
+    tracing::debug!(
+        method = %req.method(),
+        path = req.uri().path(),
+        route = route.map(|r| &*r.pattern),
+        outcome = "bypass",
+        reason = reason.as_str(),
+        "cache decision"
+    );
+    ResponseFuture::forward(svc.call(req), Plan::Bypass(reason))
+}
+
+impl<S> CacheService<S> {
     fn bypass<ReqBody, ResBody>(
         &mut self,
         req: Request<ReqBody>,
@@ -611,24 +856,7 @@ impl<S> CacheService<S> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
-        self.cache
-            .record(route.map(|r| &*r.stats), Event::Reason(reason));
-        let span = tracing::debug_span!(
-            "http_cache",
-            route = route.map(|r| &*r.pattern),
-            outcome = "bypass",
-            reason = reason.as_str(),
-        );
-        let _entered = span.enter();
-        tracing::debug!(
-            method = %req.method(),
-            path = req.uri().path(),
-            route = route.map(|r| &*r.pattern),
-            outcome = "bypass",
-            reason = reason.as_str(),
-            "cache decision"
-        );
-        ResponseFuture::forward(self.inner.call(req), Plan::Bypass(reason))
+        forward_bypass(&mut self.inner, &self.cache, req, reason, route)
     }
 }
 
