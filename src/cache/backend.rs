@@ -15,8 +15,7 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`Store`] with its futures boxed, so that the cache can hold any store.
 trait DynStore: Send + Sync + 'static {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Lookup, StoreError>>;
-    fn put<'a>(&'a self, key: &'a str, entry: Arc<Entry>)
-        -> BoxFuture<'a, Result<(), StoreError>>;
+    fn put<'a>(&'a self, key: &'a str, entry: Arc<Entry>) -> BoxFuture<'a, Result<(), StoreError>>;
     fn generation(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
     fn invalidate<'a>(&'a self, targets: &'a [Target]) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
@@ -26,11 +25,7 @@ impl<T: Store> DynStore for T {
         Box::pin(Store::get(self, key))
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Arc<Entry>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn put<'a>(&'a self, key: &'a str, entry: Arc<Entry>) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(Store::put(self, key, entry))
     }
 

@@ -609,7 +609,8 @@ where
                     // Exactly one background refresh, on the service that
                     // was polled ready.
                     Counters::add(&shared.extra.refreshes);
-                    let mut miss = Miss::new(&cache, &route, key, &parts, head, marker, now_ms, born);
+                    let mut miss =
+                        Miss::new(&cache, &route, key, &parts, head, marker, now_ms, born);
                     miss.flight = Some(flight);
                     // The refresh wants a full response, not a 304 for this
                     // client's validators.
@@ -670,7 +671,12 @@ where
     let cache = &lookup.cache;
     let now_ms = cache.shared.clock.now_ms();
     let mut found = cache
-        .find_remote(&lookup.key, &lookup.parts.headers, now_ms, &lookup.route.stats)
+        .find_remote(
+            &lookup.key,
+            &lookup.parts.headers,
+            now_ms,
+            &lookup.route.stats,
+        )
         .await;
     let mut born = 0;
     if let Ok(Found::Miss { .. } | Found::Stale { .. }) = &found {
