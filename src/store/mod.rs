@@ -5,6 +5,8 @@
 //! one of them hold on all of them.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,12 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 pub use memory::MemoryStore;
+/// Hand-built entries for the Redis store's integration tests.
+#[cfg(feature = "redis")]
+#[doc(hidden)]
+pub use redis::testing as __redis_testing;
+#[cfg(feature = "redis")]
+pub use redis::{RedisStore, RedisStoreBuilder};
 
 pub use crate::invalidate::Target;
 
@@ -54,7 +62,7 @@ pub struct Entry {
 
 /// Everything an entry holds, as plain owned data: what a store that
 /// serialises entries (Redis) decodes into before [`Entry::from_parts`].
-#[allow(dead_code)] // used by serialising stores
+#[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EntryParts {
     pub(crate) status: u16,
@@ -94,7 +102,7 @@ impl Entry {
 
     /// Builds an entry from its parts, weighed for a store key of
     /// `key_len` bytes. `None` when the status is not a valid one.
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn from_parts(parts: EntryParts, key_len: usize) -> Option<Self> {
         let mut entry = Entry {
             status: StatusCode::from_u16(parts.status).ok()?,
@@ -117,44 +125,44 @@ impl Entry {
     }
 
     /// The hash of the request key (before any Vary variant).
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn key_hash(&self) -> u64 {
         self.key_hash
     }
 
     /// When the origin read began, in cache-clock milliseconds (Unix ms).
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn born_ms(&self) -> u64 {
         self.born_ms
     }
 
     /// Until when the entry is fresh (Unix ms).
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn fresh_until_ms(&self) -> u64 {
         self.fresh_until_ms
     }
 
     /// Until when a stale entry may be served while it is refreshed.
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn stale_while_revalidate_until_ms(&self) -> u64 {
         self.stale_while_revalidate_until_ms
     }
 
     /// Until when the entry may be served at all (freshness plus grace):
     /// a store may drop it after this.
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn grace_until_ms(&self) -> u64 {
         self.grace_until_ms
     }
 
     /// The full key of an entry stored under a hashed key.
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn full_key(&self) -> Option<&str> {
         self.full_key.as_deref()
     }
 
     /// The request headers a Vary marker names (`None` for a response).
-    #[allow(dead_code)] // used by serialising stores
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn vary(&self) -> Option<&[HeaderName]> {
         self.vary.as_deref()
     }

@@ -1,0 +1,466 @@
+//! The binary form of an entry in Redis.
+//!
+//! ```text
+//! index prefix, read by the Lua scripts without decoding the rest:
+//!   u8   version (VERSION)
+//!   u64  born generation                      big-endian
+//!   u16  n, the number of index hashes        big-endian
+//!   n × u64  hashes that can cover the entry   big-endian, raw bytes
+//!            (its key hash, every segment prefix of its path, its tags)
+//! then, for Rust only (every integer a LEB128 varint):
+//!   status, key_hash, born_ms, fresh_until_ms, swr_until_ms, grace_until_ms,
+//!   path (len, bytes), tags (count, then len + bytes each),
+//!   full_key (0, or 1 then len + bytes),
+//!   vary (0, or 1 then count, then len + name bytes each),
+//!   headers (count, then name len + bytes, value len + bytes each, in order;
+//!            a repeated name appears once per value),
+//!   body: every remaining byte, raw
+//! ```
+//!
+//! The index hashes are the same 64-bit hashes the in-memory index keys its
+//! records by, written as the raw 8 bytes that the Redis index uses as hash
+//! fields, so that the lookup script compares them with no decoding.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+
+use crate::invalidate::index::{for_each_prefix, tag_hash};
+use crate::store::{Entry, EntryParts};
+
+/// The encoding's version, its first byte. A value with another version is
+/// treated as a miss (and deleted).
+pub(crate) const VERSION: u8 = 1;
+
+/// Bytes before the index hashes: version, born, hash count.
+pub(crate) const PREFIX_LEN: usize = 1 + 8 + 2;
+
+/// The most index hashes an entry may carry (path depth plus tags plus
+/// one); a deeper entry is not stored. Keeps the lookup script's work, and
+/// its Lua stack, small.
+pub(crate) const MAX_HASHES: usize = 1024;
+
+/// Why a value could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    Version(u8),
+    Truncated,
+    Invalid(&'static str),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Version(v) => write!(f, "unknown encoding version {v}"),
+            DecodeError::Truncated => f.write_str("truncated value"),
+            DecodeError::Invalid(what) => write!(f, "invalid {what}"),
+        }
+    }
+}
+
+/// Every hash an index record could cover the entry under: its key hash,
+/// each segment prefix of its path, each tag.
+pub(crate) fn index_hashes(entry: &Entry) -> Vec<u64> {
+    let mut hashes = Vec::with_capacity(2 + entry.path().matches('/').count() + entry.tags.len());
+    hashes.push(entry.key_hash());
+    for_each_prefix(entry.path(), |h| {
+        hashes.push(h);
+        true
+    });
+    hashes.extend(entry.tags().map(tag_hash));
+    hashes
+}
+
+/// Encodes an entry; `None` when it has more than [`MAX_HASHES`] index
+/// hashes (a path that deep is not worth caching).
+pub(crate) fn encode(entry: &Entry) -> Option<Vec<u8>> {
+    let hashes = index_hashes(entry);
+    if hashes.len() > MAX_HASHES {
+        return None;
+    }
+    let n = u16::try_from(hashes.len()).ok()?;
+    let headers: usize = entry
+        .headers()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(
+        PREFIX_LEN
+            + hashes.len() * 8
+            + 64
+            + entry.path().len()
+            + entry.tags().map(|t| t.len() + 2).sum::<usize>()
+            + entry.full_key().map_or(0, |k| k.len() + 3)
+            + headers
+            + entry.body().len(),
+    );
+    out.push(VERSION);
+    out.extend_from_slice(&entry.born().to_be_bytes());
+    out.extend_from_slice(&n.to_be_bytes());
+    for h in &hashes {
+        out.extend_from_slice(&h.to_be_bytes());
+    }
+    put_varint(&mut out, u64::from(entry.status().as_u16()));
+    put_varint(&mut out, entry.key_hash());
+    put_varint(&mut out, entry.born_ms());
+    put_varint(&mut out, entry.fresh_until_ms());
+    put_varint(&mut out, entry.stale_while_revalidate_until_ms());
+    put_varint(&mut out, entry.grace_until_ms());
+    put_bytes(&mut out, entry.path().as_bytes());
+    put_varint(&mut out, entry.tags.len() as u64);
+    for tag in entry.tags() {
+        put_bytes(&mut out, tag.as_bytes());
+    }
+    match entry.full_key() {
+        None => out.push(0),
+        Some(key) => {
+            out.push(1);
+            put_bytes(&mut out, key.as_bytes());
+        }
+    }
+    match entry.vary() {
+        None => out.push(0),
+        Some(names) => {
+            out.push(1);
+            put_varint(&mut out, names.len() as u64);
+            for name in names {
+                put_bytes(&mut out, name.as_str().as_bytes());
+            }
+        }
+    }
+    put_varint(&mut out, entry.headers.len() as u64);
+    for (name, value) in entry.headers() {
+        put_bytes(&mut out, name.as_str().as_bytes());
+        put_bytes(&mut out, value.as_bytes());
+    }
+    out.extend_from_slice(entry.body());
+    Some(out)
+}
+
+/// Decodes a whole value (index prefix included), stored under a key of
+/// `key_len` bytes. The body shares `value`'s buffer (no copy); everything
+/// else is copied out.
+pub(crate) fn decode(value: Bytes, key_len: usize) -> Result<Entry, DecodeError> {
+    let mut r = Reader {
+        buf: &value,
+        pos: 0,
+    };
+    let version = r.u8()?;
+    if version != VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let born = u64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
+    let n = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes"));
+    r.take(usize::from(n) * 8)?;
+    let status = u16::try_from(r.varint()?).map_err(|_| DecodeError::Invalid("status"))?;
+    let key_hash = r.varint()?;
+    let born_ms = r.varint()?;
+    let fresh_until_ms = r.varint()?;
+    let stale_while_revalidate_until_ms = r.varint()?;
+    let grace_until_ms = r.varint()?;
+    let path = r.string("path")?;
+    let tag_count = r.count()?;
+    let mut tags = Vec::with_capacity(tag_count);
+    for _ in 0..tag_count {
+        tags.push(r.string("tag")?);
+    }
+    let full_key = match r.u8()? {
+        0 => None,
+        1 => Some(r.string("full key")?),
+        _ => return Err(DecodeError::Invalid("full key flag")),
+    };
+    let vary = match r.u8()? {
+        0 => None,
+        1 => {
+            let count = r.count()?;
+            let mut names = Vec::with_capacity(count);
+            for _ in 0..count {
+                names.push(
+                    HeaderName::from_bytes(r.bytes()?)
+                        .map_err(|_| DecodeError::Invalid("vary name"))?,
+                );
+            }
+            Some(names)
+        }
+        _ => return Err(DecodeError::Invalid("vary flag")),
+    };
+    let header_count = r.count()?;
+    let mut headers = Vec::with_capacity(header_count);
+    for _ in 0..header_count {
+        let name =
+            HeaderName::from_bytes(r.bytes()?).map_err(|_| DecodeError::Invalid("header name"))?;
+        let value = HeaderValue::from_bytes(r.bytes()?)
+            .map_err(|_| DecodeError::Invalid("header value"))?;
+        headers.push((name, value));
+    }
+    let body = value.slice(r.pos..);
+    let parts = EntryParts {
+        status,
+        headers,
+        body,
+        born,
+        key_hash,
+        born_ms,
+        fresh_until_ms,
+        stale_while_revalidate_until_ms,
+        grace_until_ms,
+        path,
+        tags,
+        full_key,
+        vary,
+    };
+    Entry::from_parts(parts, key_len).ok_or(DecodeError::Invalid("status"))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Invalid("varint"))
+    }
+
+    /// A count of items still to read: never more than the bytes left, so a
+    /// corrupt count cannot reserve a huge allocation.
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.varint()?;
+        let left = (self.buf.len() - self.pos) as u64;
+        if n > left {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n as usize)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| DecodeError::Truncated)?;
+        self.take(n)
+    }
+
+    fn string(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Invalid(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invalidate::index::{key_hash, prefix_hash};
+    use crate::invalidate::Target;
+
+    fn parts() -> EntryParts {
+        EntryParts {
+            status: 200,
+            headers: vec![
+                (
+                    HeaderName::from_static("content-type"),
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    HeaderName::from_static("link"),
+                    HeaderValue::from_static("</a>; rel=next"),
+                ),
+                (
+                    HeaderName::from_static("x-n"),
+                    HeaderValue::from_static("1"),
+                ),
+                (
+                    HeaderName::from_static("link"),
+                    HeaderValue::from_static("</b>; rel=prev"),
+                ),
+                (
+                    HeaderName::from_static("etag"),
+                    HeaderValue::from_bytes(b"\"\xe9t\xe9\"").unwrap(),
+                ),
+            ],
+            body: Bytes::from_static(b"{\"id\":42}"),
+            born: 1 << 40,
+            key_hash: key_hash("GET /products/42?a=1"),
+            born_ms: 1_700_000_000_123,
+            fresh_until_ms: 1_700_000_060_123,
+            stale_while_revalidate_until_ms: 1_700_000_070_123,
+            grace_until_ms: 1_700_000_090_123,
+            path: "/products/42".into(),
+            tags: vec!["products".into(), "catalogue".into()],
+            full_key: None,
+            vary: None,
+        }
+    }
+
+    fn round_trip(parts: EntryParts) -> (Entry, Entry) {
+        let key = "trc:e:some-key";
+        let entry = Entry::from_parts(parts, key.len()).unwrap();
+        let bytes = encode(&entry).unwrap();
+        let back = decode(Bytes::from(bytes), key.len()).unwrap();
+        (entry, back)
+    }
+
+    fn assert_same(a: &Entry, b: &Entry) {
+        assert_eq!(a.status, b.status);
+        assert_eq!(a.headers, b.headers);
+        assert_eq!(a.body, b.body);
+        assert_eq!(a.born, b.born);
+        assert_eq!(a.key_hash, b.key_hash);
+        assert_eq!(a.born_ms, b.born_ms);
+        assert_eq!(a.fresh_until_ms, b.fresh_until_ms);
+        assert_eq!(
+            a.stale_while_revalidate_until_ms,
+            b.stale_while_revalidate_until_ms
+        );
+        assert_eq!(a.grace_until_ms, b.grace_until_ms);
+        assert_eq!(a.path, b.path);
+        assert_eq!(a.tags, b.tags);
+        assert_eq!(a.full_key, b.full_key);
+        assert_eq!(a.vary, b.vary);
+        assert_eq!(a.weight, b.weight);
+    }
+
+    #[test]
+    fn round_trips_repeated_headers_in_order() {
+        let (a, b) = round_trip(parts());
+        assert_same(&a, &b);
+        let links: Vec<_> = b
+            .headers()
+            .filter(|(n, _)| n.as_str() == "link")
+            .map(|(_, v)| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(links, ["</a>; rel=next", "</b>; rel=prev"]);
+    }
+
+    #[test]
+    fn round_trips_an_empty_body_and_no_headers() {
+        let mut p = parts();
+        p.body = Bytes::new();
+        p.headers.clear();
+        p.tags.clear();
+        p.status = 204;
+        let (a, b) = round_trip(p);
+        assert_same(&a, &b);
+        assert!(b.body().is_empty());
+    }
+
+    #[test]
+    fn round_trips_a_vary_marker() {
+        let mut p = parts();
+        p.body = Bytes::new();
+        p.vary = Some(vec![
+            HeaderName::from_static("accept-encoding"),
+            HeaderName::from_static("accept-language"),
+        ]);
+        let (a, b) = round_trip(p);
+        assert_same(&a, &b);
+        assert_eq!(b.vary().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn round_trips_a_hashed_full_key_and_a_large_body() {
+        let mut p = parts();
+        let full_key = format!("GET /search?q={}", "x".repeat(5000));
+        p.full_key = Some(full_key.clone());
+        p.body = Bytes::from(vec![7u8; 1 << 20]);
+        let (a, b) = round_trip(p);
+        assert_same(&a, &b);
+        assert_eq!(b.full_key(), Some(full_key.as_str()));
+        assert_eq!(b.body().len(), 1 << 20);
+    }
+
+    #[test]
+    fn prefix_holds_born_and_every_covering_hash() {
+        let entry = Entry::from_parts(parts(), 3).unwrap();
+        let bytes = encode(&entry).unwrap();
+        assert_eq!(bytes[0], VERSION);
+        assert_eq!(u64::from_be_bytes(bytes[1..9].try_into().unwrap()), 1 << 40);
+        let n = u16::from_be_bytes(bytes[9..11].try_into().unwrap()) as usize;
+        let hashes: Vec<u64> = (0..n)
+            .map(|i| {
+                let at = PREFIX_LEN + i * 8;
+                u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            hashes,
+            [
+                entry.key_hash(),
+                prefix_hash("/"),
+                prefix_hash("/products"),
+                prefix_hash("/products/42"),
+                Target::tag("products").hash(),
+                Target::tag("catalogue").hash(),
+            ]
+        );
+        assert_eq!(hashes[2], Target::prefix("/products/").hash());
+    }
+
+    #[test]
+    fn paths_too_deep_are_not_encoded() {
+        let mut p = parts();
+        p.path = "/a".repeat(MAX_HASHES);
+        assert!(encode(&Entry::from_parts(p, 3).unwrap()).is_none());
+        let mut p = parts();
+        p.path = "/a".repeat(MAX_HASHES - 4);
+        p.tags.clear();
+        assert!(encode(&Entry::from_parts(p, 3).unwrap()).is_some());
+    }
+
+    #[test]
+    fn corrupt_values_are_errors() {
+        let entry = Entry::from_parts(parts(), 3).unwrap();
+        let bytes = encode(&entry).unwrap();
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert_eq!(
+            decode(Bytes::from(other), 3).unwrap_err(),
+            DecodeError::Version(9)
+        );
+        // Cut before the body starts: somewhere inside the headers.
+        for cut in [0, 1, 5, 11, 40, 80] {
+            assert!(decode(Bytes::copy_from_slice(&bytes[..cut]), 3).is_err());
+        }
+        let mut bad_status = parts();
+        bad_status.status = 200;
+        let e = Entry::from_parts(bad_status, 3).unwrap();
+        let mut b = encode(&e).unwrap();
+        let at = PREFIX_LEN + 6 * 8;
+        // status 200 is the varint c8 01; make it 99 (invalid).
+        assert_eq!(&b[at..at + 2], &[0xc8, 0x01]);
+        b[at] = 99;
+        b.remove(at + 1);
+        assert!(decode(Bytes::from(b), 3).is_err());
+        assert!(decode(Bytes::from_static(b"not an entry"), 3).is_err());
+    }
+}
