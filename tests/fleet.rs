@@ -1,9 +1,14 @@
 //! A cache on a shared network store, through real axum servers on
 //! 127.0.0.1: two instances sharing one store see each other's entries and
 //! flushes, and a store that fails or hangs turns the cache into a
-//! pass-through. The store here is a test double implementing the public
-//! `Store` trait (the Redis store's own tests are in `redis.rs`).
+//! pass-through. Every scenario runs twice: on a test double implementing
+//! the public `Store` trait, and (feature `redis`) on `RedisStore` against
+//! a `redis-server` of the test's own, killed and restarted for the fault
+//! scenarios. (The Redis store's own tests are in `redis_store.rs`.)
 
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
 mod support;
 
 use std::collections::HashMap;
@@ -63,10 +68,6 @@ impl SharedStore {
             Target::Tag(t) => entry.tags().any(|mine| mine == t),
             Target::Key(k) => k == key,
         }
-    }
-
-    fn len(&self) -> usize {
-        self.0.entries.lock().unwrap().len()
     }
 }
 
@@ -149,18 +150,42 @@ fn instance(cache: &Cache, db: &Db) -> Router {
         )
 }
 
-fn cache_on(store: &SharedStore) -> Cache {
-    Cache::builder()
-        .store(store.clone())
-        .store_timeout(Duration::from_millis(200))
-        .build()
+/// A store the scenarios can share between instances, break and mend.
+trait Backend {
+    /// A new instance's cache on the shared store.
+    fn cache(&self) -> Cache;
+    /// Makes every call fail (connection refused).
+    fn fail(&mut self);
+    /// Makes every call hang.
+    fn hang(&mut self);
+    /// Undoes `fail` or `hang`.
+    fn mend(&mut self);
 }
 
-/// A stored entry lands in the background: wait (bounded) until the store
-/// holds `n` entries.
-async fn until_stored(store: &SharedStore, n: usize) {
+impl Backend for SharedStore {
+    fn cache(&self) -> Cache {
+        Cache::builder()
+            .store(self.clone())
+            .store_timeout(Duration::from_millis(200))
+            .build()
+    }
+    fn fail(&mut self) {
+        self.0.down.store(true, Ordering::SeqCst);
+    }
+    fn hang(&mut self) {
+        self.0.hang.store(true, Ordering::SeqCst);
+    }
+    fn mend(&mut self) {
+        self.0.down.store(false, Ordering::SeqCst);
+        self.0.hang.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Waits (bounded) until a cache has stored `n` responses: entries land
+/// in a network store in the background, after the body has ended.
+async fn until_stored(cache: &Cache, n: u64) {
     let start = Instant::now();
-    while store.len() < n {
+    while cache.stats().totals.stores < n {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "the store never received entry {n}"
@@ -169,17 +194,34 @@ async fn until_stored(store: &SharedStore, n: usize) {
     }
 }
 
-#[tokio::test]
-async fn two_instances_share_entries_and_flushes() {
-    let store = SharedStore::default();
+/// Waits (bounded) until a GET is a hit again, as caching resumes after a
+/// store comes back.
+async fn until_hit(client: &Client, addr: std::net::SocketAddr, path: &str) -> Seen {
+    let start = Instant::now();
+    loop {
+        let seen = fetch(client, addr, "GET", path, &[]).await;
+        if seen.is_hit() {
+            return seen;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "caching never resumed: {}",
+            seen.cache_status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn two_instances_share_entries_and_flushes(backend: &impl Backend) {
     let db = Db::default();
-    let a = serve(instance(&cache_on(&store), &db)).await;
-    let b = serve(instance(&cache_on(&store), &db)).await;
+    let (cache_a, cache_b) = (backend.cache(), backend.cache());
+    let a = serve(instance(&cache_a, &db)).await;
+    let b = serve(instance(&cache_b, &db)).await;
     let client = client();
 
     let first = fetch(&client, a, "GET", "/products/7", &[]).await;
     assert!(first.cache_status().contains("fwd=miss; stored"));
-    until_stored(&store, 1).await;
+    until_stored(&cache_a, 1).await;
     // Instance B answers from what A stored: no second origin read.
     let from_b = fetch(&client, b, "GET", "/products/7", &[]).await;
     assert!(from_b.is_hit(), "{}", from_b.cache_status());
@@ -197,23 +239,20 @@ async fn two_instances_share_entries_and_flushes() {
     assert!(!after.is_hit(), "{}", after.cache_status());
     assert_eq!(after.text(), "v1");
 
-    // A tag flushed through the API on B holds on A.
+    // A tag flushed through the API of a third cache holds on A.
     fetch(&client, a, "GET", "/dashboard", &[]).await;
-    until_stored(&store, 2).await;
+    until_stored(&cache_a, 2).await;
     assert!(fetch(&client, a, "GET", "/dashboard", &[]).await.is_hit());
-    let other = cache_on(&store);
+    let other = backend.cache();
     other.flush(&[Target::tag("dashboard")]).await.unwrap();
     let flushed = fetch(&client, a, "GET", "/dashboard", &[]).await;
     assert!(!flushed.is_hit(), "{}", flushed.cache_status());
     assert_eq!(other.stats().invalidations, 1);
 }
 
-#[tokio::test]
-async fn concurrent_misses_make_one_origin_call() {
-    let store = SharedStore::default();
+async fn concurrent_misses_make_one_origin_call(backend: &impl Backend) {
     let db = Db::default();
-    let app = instance(&cache_on(&store), &db);
-    let addr = serve(app).await;
+    let addr = serve(instance(&backend.cache(), &db)).await;
     let client = client();
     let mut tasks = Vec::new();
     for _ in 0..20 {
@@ -230,16 +269,13 @@ async fn concurrent_misses_make_one_origin_call() {
     assert_eq!(db.reads.get(), 1);
 }
 
-#[tokio::test]
-async fn a_store_that_fails_is_a_pass_through_until_it_comes_back() {
-    let store = SharedStore::default();
+async fn a_store_that_fails_is_a_pass_through_until_it_comes_back(backend: &mut impl Backend) {
     let db = Db::default();
-    let cache = cache_on(&store);
-    let app = instance(&cache, &db);
-    let addr = serve(app).await;
+    let cache = backend.cache();
+    let addr = serve(instance(&cache, &db)).await;
     let client = client();
 
-    store.0.down.store(true, Ordering::SeqCst);
+    backend.fail();
     for _ in 0..3 {
         let seen = fetch(&client, addr, "GET", "/products", &[]).await;
         assert_eq!(seen.status, StatusCode::OK);
@@ -260,29 +296,23 @@ async fn a_store_that_fails_is_a_pass_through_until_it_comes_back() {
     assert_eq!(write.status, StatusCode::NO_CONTENT);
 
     // Back: caching resumes by itself.
-    store.0.down.store(false, Ordering::SeqCst);
-    let miss = fetch(&client, addr, "GET", "/products", &[]).await;
-    assert!(miss.cache_status().contains("fwd=miss; stored"));
-    until_stored(&store, 1).await;
-    let hit = fetch(&client, addr, "GET", "/products", &[]).await;
-    assert!(hit.is_hit(), "{}", hit.cache_status());
+    backend.mend();
+    let hit = until_hit(&client, addr, "/products").await;
     assert_eq!(hit.text(), "v1");
 }
 
-#[tokio::test]
-async fn a_store_that_hangs_costs_no_more_than_the_timeout() {
-    let store = SharedStore::default();
+async fn a_store_that_hangs_costs_no_more_than_the_timeout(backend: &mut impl Backend) {
     let db = Db::default();
-    let cache = cache_on(&store);
+    let cache = backend.cache();
     let addr = serve(instance(&cache, &db)).await;
     let client = client();
-    store.0.hang.store(true, Ordering::SeqCst);
+    backend.hang();
     let start = Instant::now();
     let seen = fetch(&client, addr, "GET", "/products", &[]).await;
     let took = start.elapsed();
     assert_eq!(seen.text(), "v0");
     assert!(seen.cache_status().contains("detail=store-error"));
-    // The store timeout is 200 ms; allow for a loaded machine.
+    // The store timeouts are at most 200 ms; allow for a loaded machine.
     assert!(took < Duration::from_secs(3), "took {took:?}");
     // A flush on a hung store fails within the timeout too.
     let flush = tokio::time::timeout(
@@ -293,13 +323,12 @@ async fn a_store_that_hangs_costs_no_more_than_the_timeout() {
     .expect("flush bounded by the store timeout");
     assert!(flush.is_err());
     assert!(cache.stats().store_errors >= 2);
+    backend.mend();
 }
 
-#[tokio::test]
-async fn invalidate_request_reaches_the_shared_store() {
-    let store = SharedStore::default();
+async fn invalidate_request_reaches_the_shared_store(backend: &impl Backend) {
     let db = Db::default();
-    let cache = cache_on(&store);
+    let cache = backend.cache();
     let layer = CacheLayer::new(&cache).ttl(MIN);
     let app = Router::new()
         .route("/products/{id}", get(db_read))
@@ -309,7 +338,7 @@ async fn invalidate_request_reaches_the_shared_store() {
     let client = client();
     fetch(&client, addr, "GET", "/products/1", &[]).await;
     fetch(&client, addr, "GET", "/products/2", &[]).await;
-    until_stored(&store, 2).await;
+    until_stored(&cache, 2).await;
     let (parts, ()) = http::Request::get("/products/1")
         .body(())
         .unwrap()
@@ -317,7 +346,7 @@ async fn invalidate_request_reaches_the_shared_store() {
     assert!(layer.invalidate_request(&parts));
     // Sent in the background: wait until it is recorded.
     let start = Instant::now();
-    while store.0.records.lock().unwrap().is_empty() {
+    while cache.stats().invalidations == 0 {
         assert!(start.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -327,5 +356,192 @@ async fn invalidate_request_reaches_the_shared_store() {
     assert!(fetch(&client, addr, "GET", "/products/2", &[])
         .await
         .is_hit());
-    assert!(store.0.calls.load(Ordering::SeqCst) > 0);
+}
+
+/// Each scenario on the in-process test double.
+mod on_a_test_store {
+    use super::*;
+
+    #[tokio::test]
+    async fn two_instances_share_entries_and_flushes() {
+        super::two_instances_share_entries_and_flushes(&SharedStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_origin_call() {
+        super::concurrent_misses_make_one_origin_call(&SharedStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_is_a_pass_through_until_it_comes_back() {
+        let mut store = SharedStore::default();
+        super::a_store_that_fails_is_a_pass_through_until_it_comes_back(&mut store).await;
+        assert!(store.0.calls.load(Ordering::SeqCst) > 0);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_hangs_costs_no_more_than_the_timeout() {
+        super::a_store_that_hangs_costs_no_more_than_the_timeout(&mut SharedStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn invalidate_request_reaches_the_shared_store() {
+        let store = SharedStore::default();
+        super::invalidate_request_reaches_the_shared_store(&store).await;
+        assert!(!store.0.records.lock().unwrap().is_empty());
+    }
+}
+
+/// Each scenario on `RedisStore`, against a `redis-server` of the test's
+/// own; plus the fleet-only ones: a kill mid-run, and the near cache.
+#[cfg(feature = "redis")]
+mod on_redis {
+    use super::*;
+    use redis_server::RedisServer;
+    use tower_response_cache::store::RedisStore;
+
+    struct Redis {
+        server: RedisServer,
+        near: bool,
+    }
+
+    impl Redis {
+        fn start() -> Self {
+            Redis {
+                server: RedisServer::start(),
+                near: false,
+            }
+        }
+    }
+
+    impl Backend for Redis {
+        fn cache(&self) -> Cache {
+            let mut store = RedisStore::builder(self.server.url())
+                .command_timeout(Duration::from_millis(200))
+                .cooldown(Duration::from_millis(200));
+            if self.near {
+                store = store.near_cache(8 << 20);
+            }
+            Cache::builder().store(store.build().unwrap()).build()
+        }
+        fn fail(&mut self) {
+            self.server.kill();
+        }
+        fn hang(&mut self) {
+            self.server.pause();
+        }
+        fn mend(&mut self) {
+            if self.server.is_running() {
+                self.server.resume();
+            } else {
+                self.server.restart();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn two_instances_share_entries_and_flushes() {
+        super::two_instances_share_entries_and_flushes(&Redis::start()).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_origin_call() {
+        super::concurrent_misses_make_one_origin_call(&Redis::start()).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_that_fails_is_a_pass_through_until_it_comes_back() {
+        super::a_store_that_fails_is_a_pass_through_until_it_comes_back(&mut Redis::start()).await;
+    }
+
+    #[tokio::test]
+    async fn a_store_that_hangs_costs_no_more_than_the_timeout() {
+        super::a_store_that_hangs_costs_no_more_than_the_timeout(&mut Redis::start()).await;
+    }
+
+    #[tokio::test]
+    async fn invalidate_request_reaches_the_shared_store() {
+        super::invalidate_request_reaches_the_shared_store(&Redis::start()).await;
+    }
+
+    /// Two instances under steady reads and writes while `redis-server` is
+    /// killed and restarted: every request is answered correctly, and
+    /// caching resumes afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_killed_and_restarted_mid_run_fails_no_request() {
+        let mut redis = Redis::start();
+        let db = Db::default();
+        let a = serve(instance(&redis.cache(), &db)).await;
+        let b = serve(instance(&redis.cache(), &db)).await;
+        let client = client();
+        let mut answered = 0;
+        for round in 0..60u32 {
+            if round == 20 {
+                redis.fail();
+            }
+            if round == 40 {
+                redis.mend();
+            }
+            let addr = [a, b][round as usize % 2];
+            if round % 10 == 5 {
+                let write = fetch(&client, addr, "PUT", "/products/3", &[]).await;
+                assert_eq!(write.status, StatusCode::NO_CONTENT, "round {round}");
+            }
+            let read = fetch(&client, addr, "GET", "/products/3", &[]).await;
+            assert_eq!(read.status, StatusCode::OK, "round {round}");
+            // Never older than the last write.
+            let version = db.version.load(Ordering::SeqCst);
+            assert_eq!(read.text(), format!("v{version}"), "round {round}");
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(answered, 60);
+        until_hit(&client, a, "/products/3").await;
+    }
+
+    /// With near caches, a write on A reaches B's in-process tier by pub/sub:
+    /// B may answer from its tier for that long (the staleness window),
+    /// never longer. Measured here; the window is printed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn near_caches_converge_within_the_pubsub_window() {
+        let mut redis = Redis::start();
+        redis.near = true;
+        let db = Db::default();
+        let (cache_a, cache_b) = (redis.cache(), redis.cache());
+        let a = serve(instance(&cache_a, &db)).await;
+        let b = serve(instance(&cache_b, &db)).await;
+        let client = client();
+        let mut windows = Vec::new();
+        for id in 0..5 {
+            let path = format!("/products/{id}");
+            fetch(&client, a, "GET", &path, &[]).await;
+            until_hit(&client, b, &path).await;
+            until_hit(&client, a, &path).await;
+            let write = fetch(&client, a, "PUT", &path, &[]).await;
+            assert_eq!(write.status, StatusCode::NO_CONTENT);
+            // The writer's own instance is fresh at once.
+            let own = fetch(&client, a, "GET", &path, &[]).await;
+            assert!(!own.is_hit(), "{}", own.cache_status());
+            let start = Instant::now();
+            loop {
+                let seen = fetch(&client, b, "GET", &path, &[]).await;
+                let version = db.version.load(Ordering::SeqCst);
+                if seen.text() == format!("v{version}") {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "B's near cache still stale after 2 s"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            windows.push(start.elapsed());
+        }
+        windows.sort();
+        println!(
+            "near cache staleness window: median {:?}, max {:?}",
+            windows[windows.len() / 2],
+            windows[windows.len() - 1]
+        );
+    }
 }
