@@ -108,12 +108,21 @@
 //! is chosen so that an entry of `max_body_bytes` always fits one shard;
 //! heavier entries are refused and counted (`rejected_inserts`).
 //!
+//! # A fleet of servers
+//!
+//! With the `redis` feature, [`CacheBuilder::store`] takes a `RedisStore`
+//! (see [`store`]): entries, the invalidation clock and the index live in
+//! Redis, so a write on one instance flushes every instance before its
+//! response leaves, and an optional near cache keeps hits in process. Any
+//! other [`store::Store`] works the same way.
+//!
 //! # Failures
 //!
 //! The cache never turns a problem into a client error: a request the cache
-//! cannot handle is served by the inner service, and the reason is counted
-//! in [`Cache::stats`] and traced (`tracing`, debug level, one event per
-//! decision with key, outcome and reason).
+//! cannot handle (a hostile URI, a store that is down or slow) is served by
+//! the inner service, and the reason is counted in [`Cache::stats`] and
+//! traced (`tracing`, debug level, one event per decision with key, outcome
+//! and reason; a failing store at warn level).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

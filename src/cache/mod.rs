@@ -122,7 +122,7 @@ impl CacheBuilder {
 
     /// Keeps entries and the invalidation index in `store` instead of in
     /// this process's memory: with a
-    /// [`RedisStore`](crate::store::RedisStore) (feature `redis`), every
+    /// `RedisStore` (feature `redis`, in [`store`](crate::store)), every
     /// instance of a service shares one cache, and a write on one of them
     /// flushes all of them. Nothing else changes: the layers, the headers
     /// and the statistics work the same.

@@ -1,4 +1,6 @@
-//! Where entries live: the [`Store`] trait and the in-memory [`MemoryStore`].
+//! Where entries live: the [`Store`] trait, the in-memory [`MemoryStore`]
+//! (the default) and, with the `redis` feature, `RedisStore`, given to
+//! [`CacheBuilder::store`](crate::CacheBuilder::store).
 //!
 //! A store keeps entries by key and owns the invalidation index, so that a
 //! store shared by several processes (Redis) can make an invalidation on
