@@ -13,7 +13,8 @@
 //!
 //! The hit's instructions per request over the bare service's are the
 //! difference of the two inclusive counts divided by `N`. Run directly, the
-//! program only checks that what it drives is a hit.
+//! program only checks that what it drives is a hit; `bare` or `hit` as an
+//! argument drives only that service (for `perf stat`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -105,7 +106,15 @@ fn main() {
         let body = response.into_body();
         poll_now(&mut cx, http_body_util::BodyExt::collect(body)).expect("infallible");
     }
-    run_bare(&mut cx, &bare, requests(n));
+    // `bare` or `hit` drives only that one (for counters of a whole run,
+    // such as `perf stat`).
+    let only = std::env::args().skip(1).find(|a| a == "bare" || a == "hit");
+    if only.as_deref() != Some("hit") {
+        run_bare(&mut cx, &bare, requests(n));
+    }
+    if only.as_deref() == Some("bare") {
+        return;
+    }
     let hits = cache.stats().totals.hits;
     run_hit(&mut cx, &cached, requests(n));
     let stats = cache.stats();

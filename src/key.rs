@@ -7,6 +7,7 @@
 //! 128-bit hash and the full key is compared against the one kept in the
 //! entry, so a collision can never serve the wrong response.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName};
@@ -35,6 +36,34 @@ pub(crate) struct CacheKey {
     pub(crate) hashed: Option<Box<str>>,
 }
 
+thread_local! {
+    /// A key's buffer, handed back when the key is dropped, so that the
+    /// next request on this thread builds its key without allocating.
+    static SPARE: Cell<String> = const { Cell::new(String::new()) };
+}
+
+/// Buffers larger than this are not kept for reuse.
+const SPARE_MAX: usize = 1024;
+
+/// An empty string with room for `capacity` bytes, reusing this thread's
+/// spare buffer when there is one.
+fn buffer(capacity: usize) -> String {
+    let mut s = SPARE.try_with(Cell::take).unwrap_or_default();
+    s.clear();
+    s.reserve(capacity);
+    s
+}
+
+impl Drop for CacheKey {
+    fn drop(&mut self) {
+        let cap = self.full.capacity();
+        if cap > 0 && cap <= SPARE_MAX {
+            let s = std::mem::take(&mut self.full);
+            let _ = SPARE.try_with(|spare| spare.set(s));
+        }
+    }
+}
+
 impl CacheKey {
     fn finish(full: String) -> Self {
         let hashed = (full.len() > HASH_ABOVE).then(|| {
@@ -51,7 +80,7 @@ impl CacheKey {
 
     /// The key of one variant of a response that varies on `names`.
     pub(crate) fn variant(&self, names: &[HeaderName], headers: &HeaderMap) -> CacheKey {
-        let mut full = String::with_capacity(self.full.len() + 32);
+        let mut full = buffer(self.full.len() + 32);
         full.push_str(&self.full);
         full.push_str("\nvary");
         push_headers(&mut full, names, headers);
@@ -105,6 +134,70 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap) {
     }
 }
 
+/// The name of a query pair (`name=value`, or a bare `name`).
+fn pair_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(n, _)| n)
+}
+
+/// Queries with at most this many pairs are sorted on the stack.
+const STACK_PAIRS: usize = 16;
+
+/// Appends `?` and the query's pairs, empty and ignored ones dropped, sorted
+/// by name (stably: repeated names keep their order); nothing when no pair
+/// is left.
+fn push_query(out: &mut String, query: &str, policy: &RoutePolicy) {
+    // Most queries are already in order with nothing to drop: copied as
+    // they are.
+    let mut previous = "";
+    let in_order = query.split('&').all(|pair| {
+        let name = pair_name(pair);
+        let ok = !pair.is_empty() && name >= previous && !policy.ignores(name);
+        previous = name;
+        ok
+    });
+    if in_order {
+        out.push('?');
+        out.push_str(query);
+        return;
+    }
+    let kept = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| (pair_name(p), p))
+        .filter(|(name, _)| !policy.ignores(name));
+    let mut stack = [("", ""); STACK_PAIRS];
+    let mut heap = Vec::new();
+    let mut n = 0;
+    for pair in kept {
+        if n < STACK_PAIRS {
+            stack[n] = pair;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&stack);
+            }
+            heap.push(pair);
+        }
+        n += 1;
+    }
+    let pairs = if n <= STACK_PAIRS {
+        &mut stack[..n]
+    } else {
+        &mut heap[..]
+    };
+    if pairs.is_empty() {
+        return;
+    }
+    // A stable sort: repeated names keep their relative order.
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    out.push('?');
+    for (i, (_, pair)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(pair);
+    }
+}
+
 /// Builds the key of a GET or HEAD request.
 pub(crate) fn build(
     path: &str,
@@ -121,26 +214,10 @@ pub(crate) fn build(
     if !well_formed(path) || !well_formed(query) {
         return Err(KeyError::Malformed);
     }
-    let mut full = String::with_capacity(path.len() + query.len() + 2);
+    let mut full = buffer(path.len() + query.len() + 2);
     full.push_str(path);
     if !query.is_empty() {
-        let mut pairs: Vec<(&str, &str)> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| p.split_once('=').map_or((p, p), |(n, _)| (n, p)))
-            .filter(|(name, _)| !policy.ignores(name))
-            .collect();
-        if !pairs.is_empty() {
-            // A stable sort: repeated names keep their relative order.
-            pairs.sort_by(|a, b| a.0.cmp(b.0));
-            full.push('?');
-            for (i, (_, pair)) in pairs.iter().enumerate() {
-                if i > 0 {
-                    full.push('&');
-                }
-                full.push_str(pair);
-            }
-        }
+        push_query(&mut full, query, policy);
     }
     if !policy.key_headers.is_empty() {
         full.push_str("\nh");
@@ -175,6 +252,31 @@ mod tests {
             key("/p", None, &p).unwrap()
         );
         assert_eq!(key("/p", Some("utm_x=1"), &p).unwrap().full, "/p");
+    }
+
+    #[test]
+    fn query_fast_and_slow_paths_agree() {
+        let p = RoutePolicy::ttl(Duration::from_secs(1)).ignore_query_params(["utm_*"]);
+        let cases = [
+            ("a=1&b=2", "/p?a=1&b=2"),
+            ("a=1&a=0&b", "/p?a=1&a=0&b"),
+            ("b=1&a=2", "/p?a=2&b=1"),
+            ("a=1&&b=2&", "/p?a=1&b=2"),
+            ("&", "/p"),
+            ("utm_a=1", "/p"),
+            ("a=1&utm_a=1&b=2", "/p?a=1&b=2"),
+            ("=1&a", "/p?=1&a"),
+        ];
+        for (query, want) in cases {
+            assert_eq!(key("/p", Some(query), &p).unwrap().full, want, "{query}");
+        }
+        let many: Vec<String> = (0..40).rev().map(|i| format!("k{i:02}={i}")).collect();
+        let mut sorted = many.clone();
+        sorted.sort();
+        assert_eq!(
+            key("/p", Some(&many.join("&")), &p).unwrap().full,
+            format!("/p?{}", sorted.join("&"))
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl Pending {
             headers.push((header::ETAG, headers::computed_etag(&body)));
             entry.headers = headers.into();
         }
+        entry.content_length = HeaderValue::from(body.len());
         entry.body = body;
         if key.hashed.is_some() {
             entry.full_key = Some(key.full.clone().into_boxed_str());
@@ -138,6 +139,7 @@ impl Pending {
                 status: StatusCode::OK,
                 headers: Box::new([]),
                 body: Bytes::new(),
+                content_length: HeaderValue::from_static("0"),
                 born: entry.born,
                 key_hash: entry.key_hash,
                 born_ms: entry.born_ms,
@@ -315,7 +317,7 @@ pub(crate) fn respond<B>(
     // On a 304 too, Content-Length is the full representation's (RFC 9110,
     // section 8.6).
     if entry.status != StatusCode::NO_CONTENT {
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+        out.insert(header::CONTENT_LENGTH, entry.content_length.clone());
     }
     let status = if not_modified {
         StatusCode::NOT_MODIFIED
@@ -392,9 +394,9 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(head) = is_head(req.method()) else {
-            return self.bypass(req, Reason::Method, None);
+            return bypass(&mut self.inner, &self.cache, req, Reason::Method, None);
         };
-        let config = self.config.clone();
+        let config = &*self.config;
         let (parts, body) = req.into_parts();
         let (route, key) = match config.classify(&parts, self.cache.shared.max_key_bytes) {
             Ok(found) => found,
@@ -406,17 +408,11 @@ where
                 return ResponseFuture::forward(future, Plan::Untouched);
             }
             Err((reason, route)) => {
-                return self.bypass(Request::from_parts(parts, body), reason, route);
+                let req = Request::from_parts(parts, body);
+                return bypass(&mut self.inner, &self.cache, req, reason, route);
             }
         };
-        let span = tracing::debug_span!(
-            "http_cache",
-            key = %key.full,
-            route = %route.pattern,
-            outcome = tracing::field::Empty,
-            reason = tracing::field::Empty,
-            stored_bytes = tracing::field::Empty,
-        );
+        let span = request_span(&key, route);
         let _entered = span.enter();
         let shared = &self.cache.shared;
         let now_ms = shared.clock.now_ms();
@@ -601,35 +597,67 @@ impl<S> CacheService<S> {
             span: tracing::Span::current(),
         }
     }
+}
 
-    fn bypass<ReqBody, ResBody>(
-        &mut self,
-        req: Request<ReqBody>,
-        reason: Reason,
-        route: Option<&CompiledRoute>,
-    ) -> ResponseFuture<S::Future, ResBody, S::Error>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    {
-        self.cache
-            .record(route.map(|r| &*r.stats), Event::Reason(reason));
-        let span = tracing::debug_span!(
+/// A request the cache does not consult: counted, traced, and passed to
+/// the inner service.
+fn bypass<S, ReqBody, ResBody>(
+    inner: &mut S,
+    cache: &Cache,
+    req: Request<ReqBody>,
+    reason: Reason,
+    route: Option<&CompiledRoute>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    cache.record(route.map(|r| &*r.stats), Event::Reason(reason));
+    let span = if debug_wanted() {
+        tracing::debug_span!(
             "http_cache",
             route = route.map(|r| &*r.pattern),
             outcome = "bypass",
             reason = reason.as_str(),
-        );
-        let _entered = span.enter();
-        tracing::debug!(
-            method = %req.method(),
-            path = req.uri().path(),
-            route = route.map(|r| &*r.pattern),
-            outcome = "bypass",
-            reason = reason.as_str(),
-            "cache decision"
-        );
-        ResponseFuture::forward(self.inner.call(req), Plan::Bypass(reason))
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let _entered = span.enter();
+    tracing::debug!(
+        method = %req.method(),
+        path = req.uri().path(),
+        route = route.map(|r| &*r.pattern),
+        outcome = "bypass",
+        reason = reason.as_str(),
+        "cache decision"
+    );
+    ResponseFuture::forward(inner.call(req), Plan::Bypass(reason))
+}
+
+/// Whether any subscriber may want debug spans: the global level check that
+/// `tracing`'s own macros make first, without the fallback to `log` records
+/// that a disabled span otherwise costs on every request.
+#[inline]
+fn debug_wanted() -> bool {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    STATIC_MAX_LEVEL >= LevelFilter::DEBUG && LevelFilter::current() >= LevelFilter::DEBUG
+}
+
+/// The request's `http_cache` span, made only when a subscriber may want
+/// debug spans (so the key is formatted only then); `Span::none()` otherwise.
+#[inline]
+fn request_span(key: &CacheKey, route: &CompiledRoute) -> tracing::Span {
+    if !debug_wanted() {
+        return tracing::Span::none();
     }
+    tracing::debug_span!(
+        "http_cache",
+        key = %key.full,
+        route = %route.pattern,
+        outcome = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        stored_bytes = tracing::field::Empty,
+    )
 }
 
 impl Miss {
@@ -730,6 +758,7 @@ impl Miss {
                 status: response.status(),
                 headers: stored_headers,
                 body: Bytes::new(),
+                content_length: HeaderValue::from_static("0"),
                 born,
                 key_hash,
                 born_ms,

@@ -31,6 +31,8 @@ pub struct Entry {
     pub(crate) status: StatusCode,
     pub(crate) headers: Box<[(HeaderName, HeaderValue)]>,
     pub(crate) body: Bytes,
+    /// The body's length as a `Content-Length` value, made once.
+    pub(crate) content_length: HeaderValue,
     pub(crate) born: u64,
     /// The hash of the request key (before any Vary variant), which an
     /// exact-request flush records.
@@ -78,6 +80,7 @@ impl Entry {
             status: StatusCode::OK,
             headers: Box::new([]),
             body: Bytes::new(),
+            content_length: HeaderValue::from_static("0"),
             born: 0,
             key_hash: 0,
             born_ms: 0,
@@ -99,6 +102,7 @@ impl Entry {
         let mut entry = Entry {
             status: StatusCode::from_u16(parts.status).ok()?,
             headers: parts.headers.into(),
+            content_length: HeaderValue::from(parts.body.len()),
             body: parts.body,
             born: parts.born,
             key_hash: parts.key_hash,
