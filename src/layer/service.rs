@@ -15,7 +15,7 @@ use crate::cache::Cache;
 use crate::headers;
 use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
-use crate::store::{Entry, Lookup};
+use crate::store::{Entry, EntryParts, Lookup};
 
 /// The service made by [`CacheLayer`](super::CacheLayer).
 ///
@@ -96,7 +96,8 @@ pub(crate) struct Pending {
     pub(crate) counters: Arc<Counters>,
     pub(crate) key: CacheKey,
     pub(crate) primary: Option<(CacheKey, Box<[HeaderName]>)>,
-    pub(crate) entry: Entry,
+    /// The entry to store, all but its body.
+    pub(crate) entry: EntryParts,
     pub(crate) flight: Option<Leader>,
     pub(crate) span: tracing::Span,
 }
@@ -118,52 +119,40 @@ impl Pending {
             counters,
             key,
             primary,
-            mut entry,
+            entry: mut parts,
             flight,
             span,
         } = *self;
         let memory = &cache.shared.memory;
-        if !entry.headers.iter().any(|(n, _)| n == header::ETAG) {
-            let mut headers = std::mem::take(&mut entry.headers).into_vec();
-            headers.push((header::ETAG, headers::computed_etag(&body)));
-            entry.headers = headers.into();
+        if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
+            parts
+                .headers
+                .push((header::ETAG, headers::computed_etag(&body)));
         }
-        entry.content_length = HeaderValue::from(body.len());
-        entry.body = body;
-        if key.hashed.is_some() {
-            entry.full_key = Some(key.full.clone().into_boxed_str());
-        }
-        entry.compute_weight(key.lookup().len());
+        parts.body = body;
         let marker = primary.map(|(primary, names)| {
-            let mut marker = Entry {
-                status: StatusCode::OK,
-                headers: Box::new([]),
-                body: Bytes::new(),
-                content_length: HeaderValue::from_static("0"),
-                born: entry.born,
-                key_hash: entry.key_hash,
-                born_ms: entry.born_ms,
-                fresh_until_ms: entry.fresh_until_ms,
-                grace_until_ms: entry.grace_until_ms,
-                stale_while_revalidate_until_ms: entry.stale_while_revalidate_until_ms,
-                path: entry.path.clone(),
-                tags: Box::new([]),
-                full_key: primary
-                    .hashed
-                    .is_some()
-                    .then(|| primary.full.clone().into_boxed_str()),
-                vary: Some(names),
-                weight: 0,
+            let marker = EntryParts {
+                status: StatusCode::OK.as_u16(),
+                born: parts.born,
+                key_hash: parts.key_hash,
+                born_ms: parts.born_ms,
+                fresh_until_ms: parts.fresh_until_ms,
+                grace_until_ms: parts.grace_until_ms,
+                stale_while_revalidate_until_ms: parts.stale_while_revalidate_until_ms,
+                path: parts.path.clone(),
+                vary: Some(names.into_vec()),
+                ..EntryParts::default()
             };
-            marker.compute_weight(primary.lookup().len());
+            let marker = Entry::keyed(marker, &primary.full).expect("200 is a valid status");
             (primary, marker)
         });
-        let weight = entry.weight;
-        if memory.put_now(key.lookup(), Arc::new(entry)) {
+        let entry = Entry::keyed(parts, &key.full).expect("the origin's status is valid");
+        let weight = entry.weight();
+        if memory.put_now(&key.full, Arc::new(entry)) {
             span.record("stored_bytes", weight);
             if let Some((primary, marker)) = marker {
                 // The marker saying where the variants are.
-                memory.put_now(primary.lookup(), Arc::new(marker));
+                memory.put_now(&primary.full, Arc::new(marker));
             }
             cache.record(Some(&counters), Event::Store);
             tracing::debug!(parent: &span, key = %key.full, bytes = weight, "response stored");
@@ -177,7 +166,7 @@ impl Pending {
                 counters,
                 key,
                 primary: None,
-                entry: Entry::empty(),
+                entry: EntryParts::default(),
                 flight,
                 span,
             });
@@ -225,7 +214,7 @@ impl Cache {
         let mut marker: Option<(CacheKey, Box<[HeaderName]>)> = None;
         loop {
             let k = variant.as_ref().unwrap_or(key);
-            let entry = match memory.lookup_now(k.lookup()) {
+            let entry = match memory.lookup_now(&k.full) {
                 Lookup::Found(entry) => entry,
                 Lookup::Invalidated => {
                     self.record(Some(counters), Event::StaleDropped);
@@ -241,22 +230,22 @@ impl Cache {
                     }
                 }
             };
-            if k.hashed.is_some() && entry.full_key.as_deref() != Some(&*k.full) {
+            if !entry.key_is(&k.full) {
                 return Found::Miss {
                     marker,
                     stale: None,
                 };
             }
-            if now_ms >= entry.fresh_until_ms {
-                if now_ms >= entry.grace_until_ms {
-                    memory.remove_if_same(k.lookup(), &entry);
+            if now_ms >= entry.fresh_until_ms() {
+                if now_ms >= entry.grace_until_ms() {
+                    memory.remove_if_same(&k.full, &entry);
                     return Found::Miss {
                         marker,
                         stale: None,
                     };
                 }
-                if entry.vary.is_none() {
-                    if now_ms < entry.stale_while_revalidate_until_ms {
+                if entry.vary().is_none() {
+                    if now_ms < entry.stale_while_revalidate_until_ms() {
                         return Found::Stale { entry, marker };
                     }
                     return Found::Miss {
@@ -265,11 +254,11 @@ impl Cache {
                     };
                 }
             }
-            match &entry.vary {
+            match entry.vary() {
                 None => return Found::Fresh(entry),
                 Some(names) if marker.is_none() => {
                     variant = Some(key.variant(names, headers));
-                    marker = Some((key.clone(), names.clone()));
+                    marker = Some((key.clone(), names.into()));
                 }
                 Some(_) => {
                     return Found::Miss {
@@ -304,35 +293,35 @@ pub(crate) fn respond<B>(
     cache_status: HeaderValue,
 ) -> (Response<CacheBody<B>>, bool) {
     let not_modified = request.is_some_and(|r| {
-        let find = |n: HeaderName| entry.headers.iter().find(|(h, _)| *h == n).map(|(_, v)| v);
+        let find = |n: HeaderName| entry.headers().find(|(h, _)| **h == n).map(|(_, v)| v);
         (r.contains_key(header::IF_NONE_MATCH) || r.contains_key(header::IF_MODIFIED_SINCE))
             && headers::not_modified(r, find(header::ETAG), find(header::LAST_MODIFIED))
     });
-    let mut out = HeaderMap::with_capacity(entry.headers.len() + 3);
-    for (name, value) in entry.headers.iter() {
+    let mut out = HeaderMap::with_capacity(entry.header_count() + 3);
+    for (name, value) in entry.headers() {
         if !not_modified || kept_in_304(name) {
             out.append(name.clone(), value.clone());
         }
     }
     // On a 304 too, Content-Length is the full representation's (RFC 9110,
     // section 8.6).
-    if entry.status != StatusCode::NO_CONTENT {
-        out.insert(header::CONTENT_LENGTH, entry.content_length.clone());
+    if entry.status() != StatusCode::NO_CONTENT {
+        out.insert(header::CONTENT_LENGTH, entry.content_length());
     }
     let status = if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
-        entry.status
+        entry.status()
     };
     out.insert(
         header::AGE,
-        headers::age(now_ms.saturating_sub(entry.born_ms) / 1000),
+        headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000),
     );
     out.append(headers::CACHE_STATUS.clone(), cache_status);
     let body = if head || not_modified {
         CacheBody::empty()
     } else {
-        CacheBody::stored(entry.body.clone())
+        CacheBody::stored(entry.body().clone())
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -342,12 +331,12 @@ pub(crate) fn respond<B>(
 
 /// The `Cache-Status` of a fresh hit.
 pub(crate) fn hit_status(entry: &Entry, now_ms: u64) -> HeaderValue {
-    headers::hit(entry.fresh_until_ms.saturating_sub(now_ms) / 1000)
+    headers::hit(entry.fresh_until_ms().saturating_sub(now_ms) / 1000)
 }
 
 /// The `Cache-Status` of a stale entry served.
 pub(crate) fn stale_ttl(entry: &Entry, now_ms: u64) -> i64 {
-    -(now_ms.saturating_sub(entry.fresh_until_ms).div_ceil(1000) as i64)
+    -(now_ms.saturating_sub(entry.fresh_until_ms()).div_ceil(1000) as i64)
 }
 
 pub(crate) enum Found {
@@ -721,21 +710,16 @@ impl Miss {
             let names: Box<[HeaderName]> = vary.into();
             (key.variant(&names, &request_headers), Some((key, names)))
         };
-        let stored_headers: Box<[(HeaderName, HeaderValue)]> = response
+        // Cloned for now; the entry copies their bytes into its own buffer.
+        let stored_headers: Vec<(HeaderName, HeaderValue)> = response
             .headers()
             .iter()
             .filter(|(n, _)| !headers::is_unstorable_header(n))
-            .map(|(n, v)| {
-                // Copied, so the entry owns its bytes.
-                let mut copy =
-                    HeaderValue::from_bytes(v.as_bytes()).expect("a valid value stays valid");
-                copy.set_sensitive(v.is_sensitive());
-                (n.clone(), copy)
-            })
+            .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        let mut tags: Vec<Box<str>> = route.policy.tags.to_vec();
+        let mut tags: Vec<String> = route.policy.tags.iter().map(|t| t.to_string()).collect();
         if let Some(CacheTags(extra)) = extra_tags {
-            tags.extend(extra.into_iter().map(String::into_boxed_str));
+            tags.extend(extra);
         }
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let fresh_until_ms = born_ms.saturating_add(ms(ttl));
@@ -754,22 +738,18 @@ impl Miss {
             primary,
             flight,
             span,
-            entry: Entry {
-                status: response.status(),
+            entry: EntryParts {
+                status: response.status().as_u16(),
                 headers: stored_headers,
-                body: Bytes::new(),
-                content_length: HeaderValue::from_static("0"),
                 born,
                 key_hash,
                 born_ms,
                 fresh_until_ms,
                 stale_while_revalidate_until_ms: fresh_until_ms.saturating_add(swr),
                 grace_until_ms: fresh_until_ms.saturating_add(swr.max(sie)),
-                path,
-                tags: tags.into(),
-                full_key: None,
-                vary: None,
-                weight: 0,
+                path: path.into(),
+                tags,
+                ..EntryParts::default()
             },
         }))
     }
