@@ -182,22 +182,23 @@ pub(crate) fn computed_etag(body: &[u8]) -> HeaderValue {
     HeaderValue::try_from(format!("\"{h:032x}\"")).expect("hex is a valid header value")
 }
 
-/// Seconds below this (68 minutes) get their `Age` and hit `Cache-Status`
-/// values from a table filled on first use, so that a hit formats and
-/// allocates nothing; larger values (an entry older than that, a longer TTL)
-/// are formatted each time.
-const TABLED_SECS: usize = 4096;
+/// Numbers below this get their header values (`Age` and the hit
+/// `Cache-Status` by seconds, up to 68 minutes; `Content-Length` up to
+/// 4 KiB) from a table filled on first use, so that a hit formats and
+/// allocates nothing; larger values are formatted each time (or, for
+/// `Content-Length`, taken from the entry's buffer).
+const TABLED: usize = 4096;
 
-/// One header value per number of seconds, each made once per process.
-struct SecondsTable([OnceLock<HeaderValue>; TABLED_SECS]);
+/// One header value per number, each made once per process.
+struct NumberTable([OnceLock<HeaderValue>; TABLED]);
 
-impl SecondsTable {
+impl NumberTable {
     const fn new() -> Self {
-        Self([const { OnceLock::new() }; TABLED_SECS])
+        Self([const { OnceLock::new() }; TABLED])
     }
 
     /// The value for `secs`, made by `make` the first time. A tabled value
-    /// lives as long as the process (at most `TABLED_SECS` short strings per
+    /// lives as long as the process (at most `TABLED` short strings per
     /// table), so that its clones share static bytes: no reference count is
     /// touched per hit.
     #[inline]
@@ -214,8 +215,8 @@ impl SecondsTable {
     }
 }
 
-static HIT_VALUES: SecondsTable = SecondsTable::new();
-static AGE_VALUES: SecondsTable = SecondsTable::new();
+static HIT_VALUES: NumberTable = NumberTable::new();
+static NUMBER_VALUES: NumberTable = NumberTable::new();
 
 fn hit_value(ttl_secs: u64) -> String {
     let mut buf = itoa::Buffer::new();
@@ -227,8 +228,8 @@ fn hit_value(ttl_secs: u64) -> String {
     s
 }
 
-fn age_value(secs: u64) -> String {
-    itoa::Buffer::new().format(secs).to_owned()
+fn age_value(n: u64) -> String {
+    itoa::Buffer::new().format(n).to_owned()
 }
 
 /// A `Cache-Status` value for a response served from the store.
@@ -240,7 +241,13 @@ pub(crate) fn hit(ttl_secs: u64) -> HeaderValue {
 /// An `Age` value.
 #[inline]
 pub(crate) fn age(secs: u64) -> HeaderValue {
-    AGE_VALUES.get(secs, age_value)
+    NUMBER_VALUES.get(secs, age_value)
+}
+
+/// A number as a header value from the table, when it is small enough.
+#[inline]
+pub(crate) fn small_number(n: usize) -> Option<HeaderValue> {
+    (n < TABLED).then(|| NUMBER_VALUES.get(n as u64, age_value))
 }
 
 #[cfg(test)]

@@ -139,6 +139,38 @@ fn pair_name(pair: &str) -> &str {
     pair.split_once('=').map_or(pair, |(n, _)| n)
 }
 
+/// Whether the query's pairs are all non-empty, kept, and sorted by name
+/// already (one pass over its bytes).
+fn in_order(query: &str, policy: &RoutePolicy) -> bool {
+    let bytes = query.as_bytes();
+    let mut previous: &[u8] = b"";
+    let mut start = 0;
+    while start <= bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'&')
+            .map_or(bytes.len(), |i| start + i);
+        if end == start {
+            return false;
+        }
+        let name_end = bytes[start..end]
+            .iter()
+            .position(|&b| b == b'=')
+            .map_or(end, |i| start + i);
+        let name = &bytes[start..name_end];
+        if name < previous {
+            return false;
+        }
+        // `&` and `=` are ASCII: these are character boundaries.
+        if policy.has_ignored() && policy.ignores(&query[start..name_end]) {
+            return false;
+        }
+        previous = name;
+        start = end + 1;
+    }
+    true
+}
+
 /// Queries with at most this many pairs are sorted on the stack.
 const STACK_PAIRS: usize = 16;
 
@@ -148,14 +180,7 @@ const STACK_PAIRS: usize = 16;
 fn push_query(out: &mut String, query: &str, policy: &RoutePolicy) {
     // Most queries are already in order with nothing to drop: copied as
     // they are.
-    let mut previous = "";
-    let in_order = query.split('&').all(|pair| {
-        let name = pair_name(pair);
-        let ok = !pair.is_empty() && name >= previous && !policy.ignores(name);
-        previous = name;
-        ok
-    });
-    if in_order {
+    if in_order(query, policy) {
         out.push('?');
         out.push_str(query);
         return;

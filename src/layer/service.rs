@@ -297,7 +297,22 @@ pub(crate) fn respond<B>(
         (r.contains_key(header::IF_NONE_MATCH) || r.contains_key(header::IF_MODIFIED_SINCE))
             && headers::not_modified(r, find(header::ETAG), find(header::LAST_MODIFIED))
     });
-    let mut out = HeaderMap::with_capacity(entry.header_count() + 3);
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        entry.status()
+    };
+    let body = if head || not_modified {
+        CacheBody::empty()
+    } else {
+        CacheBody::stored(entry.body().clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    out.reserve(entry.header_count() + 3);
+    // Appended without looking for earlier values: an entry never holds
+    // `Content-Length`, `Age` or `Cache-Status`.
     for (name, value) in entry.headers() {
         if !not_modified || kept_in_304(name) {
             out.append(name.clone(), value.clone());
@@ -306,26 +321,13 @@ pub(crate) fn respond<B>(
     // On a 304 too, Content-Length is the full representation's (RFC 9110,
     // section 8.6).
     if entry.status() != StatusCode::NO_CONTENT {
-        out.insert(header::CONTENT_LENGTH, entry.content_length());
+        out.append(header::CONTENT_LENGTH, entry.content_length());
     }
-    let status = if not_modified {
-        StatusCode::NOT_MODIFIED
-    } else {
-        entry.status()
-    };
-    out.insert(
+    out.append(
         header::AGE,
         headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000),
     );
     out.append(headers::CACHE_STATUS.clone(), cache_status);
-    let body = if head || not_modified {
-        CacheBody::empty()
-    } else {
-        CacheBody::stored(entry.body().clone())
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = out;
     (response, not_modified)
 }
 

@@ -162,8 +162,8 @@ impl MemoryStore {
             // Another key with the same hash.
             return Lookup::Miss;
         }
-        if self.index.is_current(
-            entry.path(),
+        if self.index.is_current_bytes(
+            entry.path_bytes(),
             entry.tag_slice(),
             entry.key_hash(),
             entry.born(),

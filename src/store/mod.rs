@@ -192,6 +192,9 @@ impl Entry {
         // The key usually starts with the path: then only its rest is kept.
         let key_rest = key.map(|k| k.strip_prefix(path).map_or((false, k), |r| (true, r)));
         let mut headers = parts.headers;
+        // What describes one connection, or what the cache writes itself, is
+        // never stored (a hit appends those without looking for them).
+        headers.retain(|(name, _)| !crate::headers::is_unstorable_header(name));
         let etag = match headers.last() {
             Some((name, _)) if name == header::ETAG => headers.pop().map(|(_, v)| v),
             _ => None,
@@ -319,9 +322,13 @@ impl Entry {
     }
 
     /// The `Content-Length` value of the stored body.
+    #[inline]
     pub(crate) fn content_length(&self) -> HeaderValue {
-        let cl = digits(self.body.len());
-        HeaderValue::from_maybe_shared(self.tail.slice(..cl)).expect("digits are a valid value")
+        let len = self.body.len();
+        crate::headers::small_number(len).unwrap_or_else(|| {
+            HeaderValue::from_maybe_shared(self.tail.slice(..digits(len)))
+                .expect("digits are a valid value")
+        })
     }
 
     /// The key the entry was stored under, when the entry knows it.
@@ -431,8 +438,15 @@ impl Entry {
 
     /// The path the entry was stored for.
     pub fn path(&self) -> &str {
+        std::str::from_utf8(self.path_bytes()).unwrap_or("")
+    }
+
+    /// The path's bytes (what invalidation checks, without validating them
+    /// again as UTF-8).
+    #[inline]
+    pub(crate) fn path_bytes(&self) -> &[u8] {
         let cl = digits(self.body.len());
-        std::str::from_utf8(&self.tail[cl..cl + self.path_len as usize]).unwrap_or("")
+        &self.tail[cl..cl + self.path_len as usize]
     }
 
     /// The tags the entry carries.
