@@ -283,6 +283,27 @@ fn kept_in_304(name: &HeaderName) -> bool {
         || name == header::LAST_MODIFIED
 }
 
+/// The head of the usual hit: `Content-Type`, `ETag`, `Content-Length`,
+/// `Age` and `Cache-Status`, in the order a hit writes them, with
+/// placeholder values. Cloning it copies the names' hashes, where building
+/// a map hashes every name again.
+fn usual_head() -> &'static HeaderMap {
+    static HEAD: std::sync::OnceLock<HeaderMap> = std::sync::OnceLock::new();
+    HEAD.get_or_init(|| {
+        let mut head = HeaderMap::with_capacity(5);
+        for name in [
+            header::CONTENT_TYPE,
+            header::ETAG,
+            header::CONTENT_LENGTH,
+            header::AGE,
+            headers::CACHE_STATUS.clone(),
+        ] {
+            head.append(name, HeaderValue::from_static(""));
+        }
+        head
+    })
+}
+
 /// Builds a response from an entry: the full response, its HEAD form, or
 /// a 304 when the request's validators match.
 pub(crate) fn respond<B>(
@@ -309,6 +330,26 @@ pub(crate) fn respond<B>(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
+    if let (false, StatusCode::OK, Some((content_type, etag))) =
+        (not_modified, status, entry.usual_headers())
+    {
+        // The usual shape: a ready map with these names, in this order, its
+        // values replaced by position (no header name hashed per hit).
+        let mut out = usual_head().clone();
+        let values = [
+            content_type.clone(),
+            etag.clone(),
+            entry.content_length(),
+            age,
+            cache_status,
+        ];
+        for (slot, value) in out.values_mut().zip(values) {
+            *slot = value;
+        }
+        *response.headers_mut() = out;
+        return (response, not_modified);
+    }
     let out = response.headers_mut();
     out.reserve(entry.header_count() + 3);
     // Appended without looking for earlier values: an entry never holds
@@ -323,10 +364,7 @@ pub(crate) fn respond<B>(
     if entry.status() != StatusCode::NO_CONTENT {
         out.append(header::CONTENT_LENGTH, entry.content_length());
     }
-    out.append(
-        header::AGE,
-        headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000),
-    );
+    out.append(header::AGE, age);
     out.append(headers::CACHE_STATUS.clone(), cache_status);
     (response, not_modified)
 }
@@ -754,5 +792,75 @@ impl Miss {
                 ..EntryParts::default()
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(headers: Vec<(HeaderName, HeaderValue)>) -> Entry {
+        let parts = EntryParts {
+            status: 200,
+            headers,
+            body: Bytes::from_static(b"12345"),
+            born_ms: 10_000,
+            fresh_until_ms: 70_000,
+            stale_while_revalidate_until_ms: 70_000,
+            grace_until_ms: 70_000,
+            path: "/p".into(),
+            ..EntryParts::default()
+        };
+        Entry::keyed(parts, "/p").unwrap()
+    }
+
+    fn head(entry: &Entry, head: bool) -> Vec<String> {
+        let now_ms = 12_500;
+        let (response, _) = respond::<()>(entry, now_ms, head, None, hit_status(entry, now_ms));
+        response
+            .headers()
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_usual_template_and_the_general_path_agree() {
+        let json = HeaderValue::from_static("application/json");
+        let etag = HeaderValue::from_static("\"e\"");
+        let usual = entry(vec![
+            (header::CONTENT_TYPE, json.clone()),
+            (header::ETAG, etag.clone()),
+        ]);
+        assert!(usual.usual_headers().is_some());
+        let want = [
+            "content-type: application/json",
+            "etag: \"e\"",
+            "content-length: 5",
+            "age: 2",
+            "cache-status: tower-response-cache; hit; ttl=57",
+        ];
+        assert_eq!(head(&usual, false), want);
+        assert_eq!(head(&usual, true), want);
+        // Another Content-Type: the general path, same shape.
+        let other = entry(vec![
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
+            (header::ETAG, etag.clone()),
+        ]);
+        assert!(other.usual_headers().is_none());
+        assert_eq!(
+            head(&other, false),
+            want.map(|h| h.replace("application/json", "image/png"))
+        );
+        let more = entry(vec![
+            (header::CONTENT_TYPE, json),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=60"),
+            ),
+            (header::ETAG, etag),
+        ]);
+        assert!(more.usual_headers().is_none());
+        assert_eq!(head(&more, false)[1], "cache-control: max-age=60");
     }
 }
