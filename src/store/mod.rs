@@ -362,17 +362,6 @@ impl Entry {
         }
     }
 
-    /// The `Content-Type` and `ETag` values of an entry whose stored
-    /// headers are exactly those two, a common `Content-Type` first: the
-    /// usual shape, which a hit answers from a ready header template.
-    #[inline]
-    pub(crate) fn usual_headers(&self) -> Option<(&HeaderValue, &HeaderValue)> {
-        match (self.common_headers, &self.etag) {
-            (0, _) | (_, None) => None,
-            (i, Some(etag)) => Some((&COMMON_HEADERS[usize::from(i) - 1][0].1, etag)),
-        }
-    }
-
     /// How many headers are stored.
     #[inline]
     pub(crate) fn header_count(&self) -> usize {
