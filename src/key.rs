@@ -64,6 +64,14 @@ impl Drop for CacheKey {
     }
 }
 
+/// Whether `store_key` is the hashed form of the long key `full`.
+pub(crate) fn is_hashed_form_of(store_key: &str, full: &str) -> bool {
+    store_key.len() == 33
+        && store_key.starts_with('#')
+        && u128::from_str_radix(&store_key[1..], 16).ok()
+            == Some(xxhash_rust::xxh3::xxh3_128(full.as_bytes()))
+}
+
 impl CacheKey {
     fn finish(full: String) -> Self {
         let hashed = (full.len() > HASH_ABOVE).then(|| {
@@ -318,6 +326,9 @@ mod tests {
         let k = key("/p", Some(&medium), &p).unwrap();
         assert!(k.hashed.is_some());
         assert_eq!(k.lookup().len(), 33);
+        assert!(is_hashed_form_of(k.lookup(), &k.full));
+        assert!(!is_hashed_form_of(k.lookup(), "/p"));
+        assert!(!is_hashed_form_of(&k.full, &k.full));
     }
 
     #[test]

@@ -148,11 +148,11 @@ impl Pending {
         });
         let entry = Entry::keyed(parts, &key.full).expect("the origin's status is valid");
         let weight = entry.weight();
-        if memory.put_now(&key.full, Arc::new(entry)) {
+        if memory.put_now(key.lookup(), Arc::new(entry)) {
             span.record("stored_bytes", weight);
             if let Some((primary, marker)) = marker {
                 // The marker saying where the variants are.
-                memory.put_now(&primary.full, Arc::new(marker));
+                memory.put_now(primary.lookup(), Arc::new(marker));
             }
             cache.record(Some(&counters), Event::Store);
             tracing::debug!(parent: &span, key = %key.full, bytes = weight, "response stored");
@@ -214,7 +214,7 @@ impl Cache {
         let mut marker: Option<(CacheKey, Box<[HeaderName]>)> = None;
         loop {
             let k = variant.as_ref().unwrap_or(key);
-            let entry = match memory.lookup_now(&k.full) {
+            let entry = match memory.lookup_now(k.lookup()) {
                 Lookup::Found(entry) => entry,
                 Lookup::Invalidated => {
                     self.record(Some(counters), Event::StaleDropped);
@@ -238,7 +238,7 @@ impl Cache {
             }
             if now_ms >= entry.fresh_until_ms() {
                 if now_ms >= entry.grace_until_ms() {
-                    memory.remove_if_same(&k.full, &entry);
+                    memory.remove_if_same(k.lookup(), &entry);
                     return Found::Miss {
                         marker,
                         stale: None,

@@ -48,8 +48,9 @@ impl Lifecycle<u64, Arc<Entry>> for CountEvictions {
 /// The in-memory store: a quick_cache (S3-FIFO eviction, sharded locks)
 /// weighed in bytes, plus the in-process invalidation index.
 ///
-/// Entries are indexed by a 64-bit hash of their key; each entry keeps its
-/// key, and a lookup whose key differs (a collision) is a miss.
+/// Entries are indexed by a 64-bit hash of their store key (the key, or the
+/// hashed form of a long one); each entry keeps its key, and a lookup whose
+/// key differs (a collision) is a miss.
 ///
 /// quick_cache divides its weight budget evenly across shards and silently
 /// refuses an item heavier than a shard's share, so the shard count is
@@ -158,7 +159,7 @@ impl MemoryStore {
         let Some(entry) = self.map.get(&hash) else {
             return Lookup::Miss;
         };
-        if !entry.key_is(key) {
+        if !entry.stored_under(key) {
             // Another key with the same hash.
             return Lookup::Miss;
         }
@@ -199,7 +200,7 @@ impl MemoryStore {
 
     pub(crate) fn remove_now(&self, key: &str) {
         let hash = store_hash(key);
-        self.map.remove_if(&hash, |v| v.key_is(key));
+        self.map.remove_if(&hash, |v| v.stored_under(key));
     }
 
     pub(crate) fn remove_if_same(&self, key: &str, entry: &Arc<Entry>) {

@@ -362,6 +362,18 @@ impl Entry {
         }
     }
 
+    /// Whether the entry was stored under this store key: its key, or for a
+    /// long key, the key's hashed form (entries that do not know their key
+    /// match any).
+    #[inline]
+    pub(crate) fn stored_under(&self, store_key: &str) -> bool {
+        if !self.hashed {
+            return self.key_is(store_key);
+        }
+        self.key()
+            .is_none_or(|full| crate::key::is_hashed_form_of(store_key, full))
+    }
+
     /// How many headers are stored.
     #[inline]
     pub(crate) fn header_count(&self) -> usize {
@@ -609,6 +621,11 @@ mod tests {
         let e = Entry::keyed(parts(), &long).unwrap();
         assert_eq!(e.full_key(), Some(long.as_str()));
         assert_eq!(e.path(), "/items/1");
+        let hashed = format!("#{:032x}", xxhash_rust::xxh3::xxh3_128(long.as_bytes()));
+        assert!(e.stored_under(&hashed) && !e.stored_under(&long));
+        assert!(Entry::keyed(parts(), "/items/1")
+            .unwrap()
+            .stored_under("/items/1"));
         let mut p = parts();
         p.full_key = Some(long.clone());
         p.vary = Some(vec![header::ACCEPT]);
