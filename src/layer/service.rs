@@ -385,7 +385,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(head) = is_head(req.method()) else {
-            return bypass(&mut self.inner, &self.cache, req, Reason::Method, None);
+            return self.bypass(req, Reason::Method, None);
         };
         let config = &*self.config;
         let (parts, body) = req.into_parts();
@@ -588,10 +588,23 @@ impl<S> CacheService<S> {
             span: tracing::Span::current(),
         }
     }
+
+    fn bypass<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        reason: Reason,
+        route: Option<&CompiledRoute>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        bypass(&mut self.inner, &self.cache, req, reason, route)
+    }
 }
 
 /// A request the cache does not consult: counted, traced, and passed to
-/// the inner service.
+/// the inner service. (A function of the fields, so that `call` can pass a
+/// route borrowed from the layer's rules without cloning them.)
 fn bypass<S, ReqBody, ResBody>(
     inner: &mut S,
     cache: &Cache,
