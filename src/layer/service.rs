@@ -800,6 +800,27 @@ mod tests {
     }
 
     #[test]
+    fn the_request_span_is_made_when_a_subscriber_wants_debug() {
+        let policy = crate::policy::RoutePolicy::ttl(std::time::Duration::from_secs(1));
+        let key =
+            crate::key::build("/p", Some("a=1"), &HeaderMap::new(), &policy, None, 8192).unwrap();
+        let route = CompiledRoute {
+            pattern: "/p".into(),
+            policy,
+            stats: Arc::default(),
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_test_writer()
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = request_span(&key, &route);
+            assert!(!span.is_disabled());
+            assert_eq!(span.metadata().map(|m| m.name()), Some("http_cache"));
+        });
+    }
+
+    #[test]
     fn a_hit_writes_the_stored_headers_then_its_own() {
         let etag = HeaderValue::from_static("\"e\"");
         let usual = entry(vec![
