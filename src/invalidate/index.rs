@@ -94,14 +94,15 @@ pub(crate) fn tag_hash(t: &str) -> u64 {
     xxh3_64_with_seed(t.as_bytes(), TAG_SEED)
 }
 
-#[cfg(test)]
+/// Calls `f` with the hash of every segment prefix of `path`: `/`, then
+/// `/a`, `/a/b`, ... (a trailing slash adds nothing); stops when `f`
+/// returns `false`.
+#[allow(dead_code)] // used by serialising stores
 pub(crate) fn for_each_prefix(path: &str, f: impl FnMut(u64) -> bool) -> bool {
     for_each_prefix_bytes(path.as_bytes(), f)
 }
 
-/// Calls `f` with the hash of every segment prefix of a path: `/`, then
-/// `/a`, `/a/b`, ... (a trailing slash adds nothing); stops when `f`
-/// returns `false`.
+/// [`for_each_prefix`] over the path's bytes.
 #[inline]
 fn for_each_prefix_bytes(bytes: &[u8], mut f: impl FnMut(u64) -> bool) -> bool {
     let hash = |p: &[u8]| xxh3_64_with_seed(p, PREFIX_SEED);

@@ -81,8 +81,9 @@ static ETAG: HeaderName = header::ETAG;
 pub struct Entry {
     /// Headers to send, their values slices of the entry's buffer (or
     /// static copies of common values); empty when `common_headers` says
-    /// which static set they are.
-    headers: Box<[(HeaderName, HeaderValue)]>,
+    /// which static set they are, and never the `ETag` kept apart: read them
+    /// through `headers()` and `header_count()`.
+    own_headers: Box<[(HeaderName, HeaderValue)]>,
     /// The last stored header when it is an `ETag` (the one the cache
     /// computes, usually), kept apart so the usual headers are a static set.
     etag: Option<HeaderValue>,
@@ -280,7 +281,7 @@ impl Entry {
         };
         let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Some(Entry {
-            headers,
+            own_headers: headers,
             etag,
             body: buf.slice(..body_len),
             tail: buf.slice(body_len..),
@@ -314,7 +315,7 @@ impl Entry {
         });
         let w = 16
             + std::mem::size_of::<Entry>()
-            + self.headers.len() * HEADER
+            + self.own_headers.len() * HEADER
             + buffer
             + if buffer > 0 { SHARED_BUFFER } else { 0 }
             + rare
@@ -357,7 +358,7 @@ impl Entry {
     #[inline]
     fn header_slice(&self) -> &[(HeaderName, HeaderValue)] {
         match self.common_headers {
-            0 => &self.headers,
+            0 => &self.own_headers,
             i => &COMMON_HEADERS[usize::from(i) - 1],
         }
     }
