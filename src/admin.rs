@@ -157,14 +157,14 @@ async fn entries(
     };
     let mut matching: Vec<EntryView> = memory
         .entries()
-        .filter(|(_, e)| e.vary.is_none() && under(&e.path))
-        .map(|(k, e)| EntryView {
-            key: e.full_key.as_deref().unwrap_or(&k).to_owned(),
-            path: e.path.to_string(),
-            status: e.status.as_u16(),
-            age_secs: now_ms.saturating_sub(e.born_ms) / 1000,
-            ttl_secs: (e.fresh_until_ms as i64 - now_ms as i64) / 1000,
-            bytes: u64::from(e.weight),
+        .filter(|e| e.vary().is_none() && under(e.path()))
+        .map(|e| EntryView {
+            key: e.key().unwrap_or_default().to_owned(),
+            path: e.path().to_owned(),
+            status: e.status().as_u16(),
+            age_secs: now_ms.saturating_sub(e.born_ms()) / 1000,
+            ttl_secs: (e.fresh_until_ms() as i64 - now_ms as i64) / 1000,
+            bytes: e.weight(),
         })
         .collect();
     matching.sort_by(|a, b| a.key.cmp(&b.key));

@@ -1,5 +1,7 @@
 //! Header helpers: `Cache-Control` parsing, `Cache-Status` (RFC 9211) and `Age`.
 
+use std::sync::OnceLock;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The name this cache uses in `Cache-Status` (RFC 9211, section 2).
@@ -180,20 +182,72 @@ pub(crate) fn computed_etag(body: &[u8]) -> HeaderValue {
     HeaderValue::try_from(format!("\"{h:032x}\"")).expect("hex is a valid header value")
 }
 
-/// A `Cache-Status` value for a response served from the store.
-pub(crate) fn hit(ttl_secs: u64) -> HeaderValue {
+/// Numbers below this get their header values (`Age` and the hit
+/// `Cache-Status` by seconds, up to 68 minutes; `Content-Length` up to
+/// 4 KiB) from a table filled on first use, so that a hit formats and
+/// allocates nothing; larger values are formatted each time (or, for
+/// `Content-Length`, taken from the entry's buffer).
+const TABLED: usize = 4096;
+
+/// One header value per number, each made once per process.
+struct NumberTable([OnceLock<HeaderValue>; TABLED]);
+
+impl NumberTable {
+    const fn new() -> Self {
+        Self([const { OnceLock::new() }; TABLED])
+    }
+
+    /// The value for `secs`, made by `make` the first time. A tabled value
+    /// lives as long as the process (at most `TABLED` short strings per
+    /// table), so that its clones share static bytes: no reference count is
+    /// touched per hit.
+    #[inline]
+    fn get(&self, secs: u64, make: fn(u64) -> String) -> HeaderValue {
+        match self.0.get(secs as usize) {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    let s: &'static str = Box::leak(make(secs).into_boxed_str());
+                    HeaderValue::from_static(s)
+                })
+                .clone(),
+            None => HeaderValue::try_from(make(secs)).expect("built from tokens and digits"),
+        }
+    }
+}
+
+static HIT_VALUES: NumberTable = NumberTable::new();
+static NUMBER_VALUES: NumberTable = NumberTable::new();
+
+fn hit_value(ttl_secs: u64) -> String {
     let mut buf = itoa::Buffer::new();
     let ttl = buf.format(ttl_secs);
-    let mut s = String::with_capacity(CACHE_NAME.len() + 12 + ttl.len());
+    let mut s = String::with_capacity(CACHE_NAME.len() + 11 + ttl.len());
     s.push_str(CACHE_NAME);
     s.push_str("; hit; ttl=");
     s.push_str(ttl);
-    HeaderValue::try_from(s).expect("Cache-Status is built from tokens")
+    s
+}
+
+fn age_value(n: u64) -> String {
+    itoa::Buffer::new().format(n).to_owned()
+}
+
+/// A `Cache-Status` value for a response served from the store.
+#[inline]
+pub(crate) fn hit(ttl_secs: u64) -> HeaderValue {
+    HIT_VALUES.get(ttl_secs, hit_value)
 }
 
 /// An `Age` value.
+#[inline]
 pub(crate) fn age(secs: u64) -> HeaderValue {
-    HeaderValue::from(secs)
+    NUMBER_VALUES.get(secs, age_value)
+}
+
+/// A number as a header value from the table, when it is small enough.
+#[inline]
+pub(crate) fn small_number(n: usize) -> Option<HeaderValue> {
+    (n < TABLED).then(|| NUMBER_VALUES.get(n as u64, age_value))
 }
 
 #[cfg(test)]
@@ -229,6 +283,11 @@ mod tests {
     #[test]
     fn cache_status_values() {
         assert_eq!(hit(42), "tower-response-cache; hit; ttl=42");
+        assert_eq!(hit(42), "tower-response-cache; hit; ttl=42");
+        assert_eq!(hit(1 << 20), "tower-response-cache; hit; ttl=1048576");
+        assert_eq!(age(0), "0");
+        assert_eq!(age(4095), "4095");
+        assert_eq!(age(4096), "4096");
         assert_eq!(
             forwarded("miss", None, true),
             "tower-response-cache; fwd=miss; stored"

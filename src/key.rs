@@ -7,6 +7,7 @@
 //! 128-bit hash and the full key is compared against the one kept in the
 //! entry, so a collision can never serve the wrong response.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName};
@@ -35,6 +36,42 @@ pub(crate) struct CacheKey {
     pub(crate) hashed: Option<Box<str>>,
 }
 
+thread_local! {
+    /// A key's buffer, handed back when the key is dropped, so that the
+    /// next request on this thread builds its key without allocating.
+    static SPARE: Cell<String> = const { Cell::new(String::new()) };
+}
+
+/// Buffers larger than this are not kept for reuse.
+const SPARE_MAX: usize = 1024;
+
+/// An empty string with room for `capacity` bytes, reusing this thread's
+/// spare buffer when there is one.
+fn buffer(capacity: usize) -> String {
+    let mut s = SPARE.try_with(Cell::take).unwrap_or_default();
+    s.clear();
+    s.reserve(capacity);
+    s
+}
+
+impl Drop for CacheKey {
+    fn drop(&mut self) {
+        let cap = self.full.capacity();
+        if cap > 0 && cap <= SPARE_MAX {
+            let s = std::mem::take(&mut self.full);
+            let _ = SPARE.try_with(|spare| spare.set(s));
+        }
+    }
+}
+
+/// Whether `store_key` is the hashed form of the long key `full`.
+pub(crate) fn is_hashed_form_of(store_key: &str, full: &str) -> bool {
+    store_key.len() == 33
+        && store_key.starts_with('#')
+        && u128::from_str_radix(&store_key[1..], 16).ok()
+            == Some(xxhash_rust::xxh3::xxh3_128(full.as_bytes()))
+}
+
 impl CacheKey {
     fn finish(full: String) -> Self {
         let hashed = (full.len() > HASH_ABOVE).then(|| {
@@ -51,7 +88,7 @@ impl CacheKey {
 
     /// The key of one variant of a response that varies on `names`.
     pub(crate) fn variant(&self, names: &[HeaderName], headers: &HeaderMap) -> CacheKey {
-        let mut full = String::with_capacity(self.full.len() + 32);
+        let mut full = buffer(self.full.len() + 32);
         full.push_str(&self.full);
         full.push_str("\nvary");
         push_headers(&mut full, names, headers);
@@ -105,6 +142,95 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap) {
     }
 }
 
+/// The name of a query pair (`name=value`, or a bare `name`).
+fn pair_name(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(n, _)| n)
+}
+
+/// Whether the query's pairs are all non-empty, kept, and sorted by name
+/// already (one pass over its bytes).
+fn in_order(query: &str, policy: &RoutePolicy) -> bool {
+    let bytes = query.as_bytes();
+    let mut previous: &[u8] = b"";
+    let mut start = 0;
+    while start <= bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'&')
+            .map_or(bytes.len(), |i| start + i);
+        if end == start {
+            return false;
+        }
+        let name_end = bytes[start..end]
+            .iter()
+            .position(|&b| b == b'=')
+            .map_or(end, |i| start + i);
+        let name = &bytes[start..name_end];
+        if name < previous {
+            return false;
+        }
+        // `&` and `=` are ASCII: these are character boundaries.
+        if policy.has_ignored() && policy.ignores(&query[start..name_end]) {
+            return false;
+        }
+        previous = name;
+        start = end + 1;
+    }
+    true
+}
+
+/// Queries with at most this many pairs are sorted on the stack.
+const STACK_PAIRS: usize = 16;
+
+/// Appends `?` and the query's pairs, empty and ignored ones dropped, sorted
+/// by name (stably: repeated names keep their order); nothing when no pair
+/// is left.
+fn push_query(out: &mut String, query: &str, policy: &RoutePolicy) {
+    // Most queries are already in order with nothing to drop: copied as
+    // they are.
+    if in_order(query, policy) {
+        out.push('?');
+        out.push_str(query);
+        return;
+    }
+    let kept = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| (pair_name(p), p))
+        .filter(|(name, _)| !policy.ignores(name));
+    let mut stack = [("", ""); STACK_PAIRS];
+    let mut heap = Vec::new();
+    let mut n = 0;
+    for pair in kept {
+        if n < STACK_PAIRS {
+            stack[n] = pair;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&stack);
+            }
+            heap.push(pair);
+        }
+        n += 1;
+    }
+    let pairs = if n <= STACK_PAIRS {
+        &mut stack[..n]
+    } else {
+        &mut heap[..]
+    };
+    if pairs.is_empty() {
+        return;
+    }
+    // A stable sort: repeated names keep their relative order.
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    out.push('?');
+    for (i, (_, pair)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.push_str(pair);
+    }
+}
+
 /// Builds the key of a GET or HEAD request.
 pub(crate) fn build(
     path: &str,
@@ -121,26 +247,10 @@ pub(crate) fn build(
     if !well_formed(path) || !well_formed(query) {
         return Err(KeyError::Malformed);
     }
-    let mut full = String::with_capacity(path.len() + query.len() + 2);
+    let mut full = buffer(path.len() + query.len() + 2);
     full.push_str(path);
     if !query.is_empty() {
-        let mut pairs: Vec<(&str, &str)> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| p.split_once('=').map_or((p, p), |(n, _)| (n, p)))
-            .filter(|(name, _)| !policy.ignores(name))
-            .collect();
-        if !pairs.is_empty() {
-            // A stable sort: repeated names keep their relative order.
-            pairs.sort_by(|a, b| a.0.cmp(b.0));
-            full.push('?');
-            for (i, (_, pair)) in pairs.iter().enumerate() {
-                if i > 0 {
-                    full.push('&');
-                }
-                full.push_str(pair);
-            }
-        }
+        push_query(&mut full, query, policy);
     }
     if !policy.key_headers.is_empty() {
         full.push_str("\nh");
@@ -178,6 +288,31 @@ mod tests {
     }
 
     #[test]
+    fn query_fast_and_slow_paths_agree() {
+        let p = RoutePolicy::ttl(Duration::from_secs(1)).ignore_query_params(["utm_*"]);
+        let cases = [
+            ("a=1&b=2", "/p?a=1&b=2"),
+            ("a=1&a=0&b", "/p?a=1&a=0&b"),
+            ("b=1&a=2", "/p?a=2&b=1"),
+            ("a=1&&b=2&", "/p?a=1&b=2"),
+            ("&", "/p"),
+            ("utm_a=1", "/p"),
+            ("a=1&utm_a=1&b=2", "/p?a=1&b=2"),
+            ("=1&a", "/p?=1&a"),
+        ];
+        for (query, want) in cases {
+            assert_eq!(key("/p", Some(query), &p).unwrap().full, want, "{query}");
+        }
+        let many: Vec<String> = (0..40).rev().map(|i| format!("k{i:02}={i}")).collect();
+        let mut sorted = many.clone();
+        sorted.sort();
+        assert_eq!(
+            key("/p", Some(&many.join("&")), &p).unwrap().full,
+            format!("/p?{}", sorted.join("&"))
+        );
+    }
+
+    #[test]
     fn malformed_and_long() {
         let p = RoutePolicy::ttl(Duration::from_secs(1));
         assert_eq!(key("/p", Some("a=%zz"), &p), Err(KeyError::Malformed));
@@ -191,6 +326,9 @@ mod tests {
         let k = key("/p", Some(&medium), &p).unwrap();
         assert!(k.hashed.is_some());
         assert_eq!(k.lookup().len(), 33);
+        assert!(is_hashed_form_of(k.lookup(), &k.full));
+        assert!(!is_hashed_form_of(k.lookup(), "/p"));
+        assert!(!is_hashed_form_of(&k.full, &k.full));
     }
 
     #[test]

@@ -189,6 +189,12 @@ impl RoutePolicy {
         self.statuses.contains(&status.as_u16())
     }
 
+    /// Whether any query parameter is ignored.
+    #[inline]
+    pub(crate) fn has_ignored(&self) -> bool {
+        !self.ignore_exact.is_empty() || !self.ignore_prefix.is_empty()
+    }
+
     pub(crate) fn ignores(&self, name: &str) -> bool {
         self.ignore_exact.iter().any(|n| &**n == name)
             || self.ignore_prefix.iter().any(|p| name.starts_with(&**p))

@@ -161,7 +161,7 @@ impl CacheBuilder {
                 memory,
                 remote: self.remote,
                 clock,
-                totals: Counters::default(),
+                unrouted: Counters::default(),
                 routes: Mutex::new(HashMap::new()),
                 invalidations: AtomicU64::new(0),
                 extra: Extra::default(),
@@ -200,12 +200,17 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+/// Aligned to a cache line, so that the reference count every service
+/// clone bumps shares no line with the store's fields that every lookup
+/// reads.
+#[repr(align(64))]
 pub(crate) struct Shared {
     pub(crate) memory: MemoryStore,
     /// A network store, when one was given: then `memory` holds nothing.
     pub(crate) remote: Option<Remote>,
     pub(crate) clock: Clock,
-    pub(crate) totals: Counters,
+    /// Events of no route (bypasses before a rule matched).
+    pub(crate) unrouted: Counters,
     routes: Mutex<HashMap<Arc<str>, Arc<Counters>>>,
     invalidations: AtomicU64,
     pub(crate) extra: Extra,
@@ -268,14 +273,12 @@ impl Cache {
             .clone()
     }
 
-    /// Counts an event in total and for its route (and reports it to the
-    /// metrics recorder, with the `metrics` feature).
+    /// Counts an event for its route, or among the events of no route (the
+    /// totals are their sum, made when read: one counter per event), and
+    /// reports it to the metrics recorder, with the `metrics` feature.
     #[inline]
     pub(crate) fn record(&self, route: Option<&Counters>, event: stats::Event) {
-        self.shared.totals.record(event);
-        if let Some(route) = route {
-            route.record(event);
-        }
+        route.unwrap_or(&self.shared.unrouted).record(event);
         #[cfg(feature = "metrics")]
         {
             crate::metrics::record(route.map_or("", |r| &r.pattern), event);
@@ -297,7 +300,10 @@ impl Cache {
             .map(|(k, v)| (k.to_string(), v.snapshot()))
             .collect();
         let memory = &self.shared.memory;
-        let totals = self.shared.totals.snapshot();
+        let mut totals = self.shared.unrouted.snapshot();
+        for route in routes.values() {
+            totals.add(route);
+        }
         #[cfg(feature = "metrics")]
         crate::metrics::gauges(memory.len() as u64, memory.bytes());
         Stats {

@@ -129,8 +129,13 @@ impl Event {
     }
 }
 
-/// Live counters, shared by every clone of a cache (totals) or of a route.
+/// Live counters, of one route pattern (shared by every layer naming it)
+/// or of the events of no route.
+///
+/// Aligned to cache lines, so that counters bumped on every request share
+/// no line with anything else (their `Arc`'s reference count included).
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct Counters {
     /// The route pattern ("" for the totals).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -251,6 +256,25 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds another set of counts to these.
+    pub(crate) fn add(&mut self, other: &Counts) {
+        self.hits += other.hits;
+        self.stale += other.stale;
+        self.misses += other.misses;
+        self.coalesced += other.coalesced;
+        self.collapsed += other.collapsed;
+        self.not_modified += other.not_modified;
+        self.stores += other.stores;
+        self.rejected_inserts += other.rejected_inserts;
+        self.stale_dropped += other.stale_dropped;
+        for (reason, n) in &other.bypasses {
+            *self.bypasses.entry(reason).or_default() += n;
+        }
+        for (reason, n) in &other.not_stored {
+            *self.not_stored.entry(reason).or_default() += n;
+        }
+    }
+
     /// All bypasses, whatever the reason.
     pub fn bypassed(&self) -> u64 {
         self.bypasses.values().sum()

@@ -101,17 +101,24 @@ pub(crate) fn tag_hash(t: &str) -> u64 {
 }
 
 /// Calls `f` with the hash of every segment prefix of `path`: `/`, then
-/// `/a`, `/a/b`, ... (a trailing slash adds nothing).
+/// `/a`, `/a/b`, ... (a trailing slash adds nothing); stops when `f`
+/// returns `false`.
+#[allow(dead_code)] // used by serialising stores
+pub(crate) fn for_each_prefix(path: &str, f: impl FnMut(u64) -> bool) -> bool {
+    for_each_prefix_bytes(path.as_bytes(), f)
+}
+
+/// [`for_each_prefix`] over the path's bytes.
 #[inline]
-pub(crate) fn for_each_prefix(path: &str, mut f: impl FnMut(u64) -> bool) -> bool {
-    if !f(prefix_hash("/")) {
+fn for_each_prefix_bytes(bytes: &[u8], mut f: impl FnMut(u64) -> bool) -> bool {
+    let hash = |p: &[u8]| xxh3_64_with_seed(p, PREFIX_SEED);
+    if !f(hash(b"/")) {
         return false;
     }
-    let bytes = path.as_bytes();
     let mut i = 1;
     while i <= bytes.len() {
         let boundary = i == bytes.len() || bytes[i] == b'/';
-        if boundary && i > 1 && bytes[i - 1] != b'/' && !f(prefix_hash(&path[..i])) {
+        if boundary && i > 1 && bytes[i - 1] != b'/' && !f(hash(&bytes[..i])) {
             return false;
         }
         i += 1;
@@ -223,7 +230,20 @@ impl Index {
     /// Whether an entry for `path` with `tags`, born at `born`, is still
     /// valid: no record covering it is newer than its birth.
     #[inline]
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn is_current(&self, path: &str, tags: &[Box<str>], key: u64, born: u64) -> bool {
+        self.is_current_bytes(path.as_bytes(), tags, key, born)
+    }
+
+    /// [`is_current`](Self::is_current) with the path as bytes.
+    #[inline]
+    pub(crate) fn is_current_bytes(
+        &self,
+        path: &[u8],
+        tags: &[Box<str>],
+        key: u64,
+        born: u64,
+    ) -> bool {
         if self.len() == 0 {
             return born >= self.floor();
         }
@@ -232,7 +252,7 @@ impl Index {
         }
         let records = self.records.read().unwrap_or_else(|e| e.into_inner());
         let fresh = |h: u64| records.latest.get(&h).is_none_or(|&g| g <= born);
-        fresh(key) && for_each_prefix(path, fresh) && tags.iter().all(|t| fresh(tag_hash(t)))
+        fresh(key) && for_each_prefix_bytes(path, fresh) && tags.iter().all(|t| fresh(tag_hash(t)))
     }
 }
 

@@ -125,7 +125,7 @@ where
 /// The stale entry of a miss, if its stale-if-error window is still open.
 fn usable_stale(miss: &Miss) -> Option<Arc<Entry>> {
     let stale = miss.stale.as_ref()?;
-    (miss.cache.shared.clock.now_ms() < stale.grace_until_ms).then(|| stale.clone())
+    (miss.cache.shared.clock.now_ms() < stale.grace_until_ms()).then(|| stale.clone())
 }
 
 /// Answers an origin failure with a stale entry (stale-if-error). The

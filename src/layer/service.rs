@@ -15,7 +15,7 @@ use crate::cache::Cache;
 use crate::headers;
 use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
-use crate::store::{Entry, Lookup, StoreError};
+use crate::store::{Entry, EntryParts, Lookup, StoreError};
 
 /// The service made by [`CacheLayer`](super::CacheLayer).
 ///
@@ -96,7 +96,8 @@ pub(crate) struct Pending {
     pub(crate) counters: Arc<Counters>,
     pub(crate) key: CacheKey,
     pub(crate) primary: Option<(CacheKey, Box<[HeaderName]>)>,
-    pub(crate) entry: Entry,
+    /// The entry to store, all but its body.
+    pub(crate) entry: EntryParts,
     pub(crate) flight: Option<Leader>,
     pub(crate) span: tracing::Span,
 }
@@ -118,51 +119,41 @@ impl Pending {
             counters,
             key,
             primary,
-            mut entry,
+            entry: mut parts,
             flight,
             span,
         } = *self;
-        if !entry.headers.iter().any(|(n, _)| n == header::ETAG) {
-            let mut headers = std::mem::take(&mut entry.headers).into_vec();
-            headers.push((header::ETAG, headers::computed_etag(&body)));
-            entry.headers = headers.into();
+        if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
+            parts
+                .headers
+                .push((header::ETAG, headers::computed_etag(&body)));
         }
-        entry.body = body;
-        if key.hashed.is_some() {
-            entry.full_key = Some(key.full.clone().into_boxed_str());
-        }
-        entry.compute_weight(key.lookup().len());
+        parts.body = body;
         let marker = primary.map(|(primary, names)| {
-            let mut marker = Entry {
-                status: StatusCode::OK,
-                headers: Box::new([]),
-                body: Bytes::new(),
-                born: entry.born,
-                key_hash: entry.key_hash,
-                born_ms: entry.born_ms,
-                fresh_until_ms: entry.fresh_until_ms,
-                grace_until_ms: entry.grace_until_ms,
-                stale_while_revalidate_until_ms: entry.stale_while_revalidate_until_ms,
-                path: entry.path.clone(),
-                tags: Box::new([]),
-                full_key: primary
-                    .hashed
-                    .is_some()
-                    .then(|| primary.full.clone().into_boxed_str()),
-                vary: Some(names),
-                weight: 0,
+            let marker = EntryParts {
+                status: StatusCode::OK.as_u16(),
+                born: parts.born,
+                key_hash: parts.key_hash,
+                born_ms: parts.born_ms,
+                fresh_until_ms: parts.fresh_until_ms,
+                grace_until_ms: parts.grace_until_ms,
+                stale_while_revalidate_until_ms: parts.stale_while_revalidate_until_ms,
+                path: parts.path.clone(),
+                vary: Some(names.into_vec()),
+                ..EntryParts::default()
             };
-            marker.compute_weight(primary.lookup().len());
+            let marker = Entry::keyed(marker, &primary.full).expect("200 is a valid status");
             (primary, marker)
         });
-        let weight = entry.weight;
+        let entry = Entry::keyed(parts, &key.full).expect("the origin's status is valid");
+        let weight = entry.weight();
         if cache.shared.remote.is_some() {
             let pending = Box::new(Pending {
                 cache,
                 counters,
                 key,
                 primary: None,
-                entry: Entry::empty(),
+                entry: EntryParts::default(),
                 flight,
                 span,
             });
@@ -188,7 +179,7 @@ impl Pending {
                 counters,
                 key,
                 primary: None,
-                entry: Entry::empty(),
+                entry: EntryParts::default(),
                 flight,
                 span,
             });
@@ -210,7 +201,7 @@ impl Pending {
             let Some(remote) = self.cache.shared.remote.clone() else {
                 return;
             };
-            let weight = entry.weight;
+            let weight = entry.weight();
             let mut written = remote.put(self.key.lookup(), entry).await;
             if let (Ok(()), Some((primary, marker))) = (&written, marker) {
                 written = remote.put(primary.lookup(), Arc::new(marker)).await;
@@ -286,19 +277,19 @@ impl Cache {
             }
             Lookup::Miss => return miss(marker),
         };
-        if k.hashed.is_some() && entry.full_key.as_deref() != Some(&*k.full) {
+        if !entry.key_is(&k.full) {
             return miss(marker);
         }
-        if now_ms >= entry.fresh_until_ms {
-            if now_ms >= entry.grace_until_ms {
+        if now_ms >= entry.fresh_until_ms() {
+            if now_ms >= entry.grace_until_ms() {
                 if self.shared.remote.is_none() {
                     // A network store drops entries past their grace itself.
                     self.shared.memory.remove_if_same(k.lookup(), &entry);
                 }
                 return miss(marker);
             }
-            if entry.vary.is_none() {
-                if now_ms < entry.stale_while_revalidate_until_ms {
+            if entry.vary().is_none() {
+                if now_ms < entry.stale_while_revalidate_until_ms() {
                     return Step::Answer(Found::Stale {
                         entry,
                         marker: marker.take(),
@@ -310,10 +301,10 @@ impl Cache {
                 });
             }
         }
-        match &entry.vary {
+        match entry.vary() {
             None => Step::Answer(Found::Fresh(entry)),
             Some(names) if marker.is_none() => {
-                *marker = Some((key.clone(), names.clone()));
+                *marker = Some((key.clone(), names.into()));
                 Step::Variant(key.variant(names, headers))
             }
             Some(_) => miss(marker),
@@ -394,50 +385,52 @@ pub(crate) fn respond<B>(
     cache_status: HeaderValue,
 ) -> (Response<CacheBody<B>>, bool) {
     let not_modified = request.is_some_and(|r| {
-        let find = |n: HeaderName| entry.headers.iter().find(|(h, _)| *h == n).map(|(_, v)| v);
+        let find = |n: HeaderName| entry.headers().find(|(h, _)| **h == n).map(|(_, v)| v);
         (r.contains_key(header::IF_NONE_MATCH) || r.contains_key(header::IF_MODIFIED_SINCE))
             && headers::not_modified(r, find(header::ETAG), find(header::LAST_MODIFIED))
     });
-    let mut out = HeaderMap::with_capacity(entry.headers.len() + 3);
-    for (name, value) in entry.headers.iter() {
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        entry.status()
+    };
+    let body = if head || not_modified {
+        CacheBody::empty()
+    } else {
+        CacheBody::stored(entry.body().clone())
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let out = response.headers_mut();
+    out.reserve(entry.header_count() + 3);
+    // Appended without looking for earlier values: an entry never holds
+    // `Content-Length`, `Age` or `Cache-Status`.
+    for (name, value) in entry.headers() {
         if !not_modified || kept_in_304(name) {
             out.append(name.clone(), value.clone());
         }
     }
     // On a 304 too, Content-Length is the full representation's (RFC 9110,
     // section 8.6).
-    if entry.status != StatusCode::NO_CONTENT {
-        out.insert(header::CONTENT_LENGTH, HeaderValue::from(entry.body.len()));
+    if entry.status() != StatusCode::NO_CONTENT {
+        out.append(header::CONTENT_LENGTH, entry.content_length());
     }
-    let status = if not_modified {
-        StatusCode::NOT_MODIFIED
-    } else {
-        entry.status
-    };
-    out.insert(
+    out.append(
         header::AGE,
-        headers::age(now_ms.saturating_sub(entry.born_ms) / 1000),
+        headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000),
     );
     out.append(headers::CACHE_STATUS.clone(), cache_status);
-    let body = if head || not_modified {
-        CacheBody::empty()
-    } else {
-        CacheBody::stored(entry.body.clone())
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    *response.headers_mut() = out;
     (response, not_modified)
 }
 
 /// The `Cache-Status` of a fresh hit.
 pub(crate) fn hit_status(entry: &Entry, now_ms: u64) -> HeaderValue {
-    headers::hit(entry.fresh_until_ms.saturating_sub(now_ms) / 1000)
+    headers::hit(entry.fresh_until_ms().saturating_sub(now_ms) / 1000)
 }
 
 /// The `Cache-Status` of a stale entry served.
 pub(crate) fn stale_ttl(entry: &Entry, now_ms: u64) -> i64 {
-    -(now_ms.saturating_sub(entry.fresh_until_ms).div_ceil(1000) as i64)
+    -(now_ms.saturating_sub(entry.fresh_until_ms()).div_ceil(1000) as i64)
 }
 
 pub(crate) enum Found {
@@ -486,7 +479,7 @@ where
         let Some(head) = is_head(req.method()) else {
             return self.bypass(req, Reason::Method, None);
         };
-        let config = self.config.clone();
+        let config = &*self.config;
         let (parts, body) = req.into_parts();
         let (route, key) = match config.classify(&parts, self.cache.shared.max_key_bytes) {
             Ok(found) => found,
@@ -498,17 +491,11 @@ where
                 return ResponseFuture::forward(future, Plan::Untouched);
             }
             Err((reason, route)) => {
-                return self.bypass(Request::from_parts(parts, body), reason, route);
+                let req = Request::from_parts(parts, body);
+                return bypass(&mut self.inner, &self.cache, req, reason, route);
             }
         };
-        let span = tracing::debug_span!(
-            "http_cache",
-            key = %key.full,
-            route = %route.pattern,
-            outcome = tracing::field::Empty,
-            reason = tracing::field::Empty,
-            stored_bytes = tracing::field::Empty,
-        );
+        let span = request_span(&key, route);
         let shared = &self.cache.shared;
         if shared.remote.is_some() {
             // A network store: the lookup is awaited, on the service that
@@ -696,7 +683,7 @@ where
                 ..
             } = lookup;
             let req = Request::from_parts(parts, body);
-            forward_bypass(&mut svc, &cache, req, Reason::StoreError, Some(&route)).await
+            bypass(&mut svc, &cache, req, Reason::StoreError, Some(&route)).await
         }
     }
 }
@@ -754,8 +741,7 @@ where
         Err(e) => {
             let cache = miss.cache.clone();
             cache.store_error("generation", &e);
-            return forward_bypass(&mut svc, &cache, req, Reason::StoreError, Some(&miss.route))
-                .await;
+            return bypass(&mut svc, &cache, req, Reason::StoreError, Some(&miss.route)).await;
         }
     }
     miss.born_ms = now_ms;
@@ -821,37 +807,6 @@ impl Miss {
     }
 }
 
-/// Sends a request to the origin without consulting the cache, counted and
-/// traced with its reason.
-fn forward_bypass<S, ReqBody, ResBody>(
-    svc: &mut S,
-    cache: &Cache,
-    req: Request<ReqBody>,
-    reason: Reason,
-    route: Option<&CompiledRoute>,
-) -> ResponseFuture<S::Future, ResBody, S::Error>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    cache.record(route.map(|r| &*r.stats), Event::Reason(reason));
-    let span = tracing::debug_span!(
-        "http_cache",
-        route = route.map(|r| &*r.pattern),
-        outcome = "bypass",
-        reason = reason.as_str(),
-    );
-    let _entered = span.enter();
-    tracing::debug!(
-        method = %req.method(),
-        path = req.uri().path(),
-        route = route.map(|r| &*r.pattern),
-        outcome = "bypass",
-        reason = reason.as_str(),
-        "cache decision"
-    );
-    ResponseFuture::forward(svc.call(req), Plan::Bypass(reason))
-}
-
 impl<S> CacheService<S> {
     fn bypass<ReqBody, ResBody>(
         &mut self,
@@ -862,8 +817,70 @@ impl<S> CacheService<S> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
-        forward_bypass(&mut self.inner, &self.cache, req, reason, route)
+        bypass(&mut self.inner, &self.cache, req, reason, route)
     }
+}
+
+/// A request the cache does not consult: counted, traced, and passed to
+/// the inner service. (A function of the fields, so that `call` can pass a
+/// route borrowed from the layer's rules without cloning them.)
+fn bypass<S, ReqBody, ResBody>(
+    inner: &mut S,
+    cache: &Cache,
+    req: Request<ReqBody>,
+    reason: Reason,
+    route: Option<&CompiledRoute>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    cache.record(route.map(|r| &*r.stats), Event::Reason(reason));
+    let span = if debug_wanted() {
+        tracing::debug_span!(
+            "http_cache",
+            route = route.map(|r| &*r.pattern),
+            outcome = "bypass",
+            reason = reason.as_str(),
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let _entered = span.enter();
+    tracing::debug!(
+        method = %req.method(),
+        path = req.uri().path(),
+        route = route.map(|r| &*r.pattern),
+        outcome = "bypass",
+        reason = reason.as_str(),
+        "cache decision"
+    );
+    ResponseFuture::forward(inner.call(req), Plan::Bypass(reason))
+}
+
+/// Whether any subscriber may want debug spans: the global level check that
+/// `tracing`'s own macros make first, without the fallback to `log` records
+/// that a disabled span otherwise costs on every request.
+#[inline]
+fn debug_wanted() -> bool {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    STATIC_MAX_LEVEL >= LevelFilter::DEBUG && LevelFilter::current() >= LevelFilter::DEBUG
+}
+
+/// The request's `http_cache` span, made only when a subscriber may want
+/// debug spans (so the key is formatted only then); `Span::none()` otherwise.
+#[inline]
+fn request_span(key: &CacheKey, route: &CompiledRoute) -> tracing::Span {
+    if !debug_wanted() {
+        return tracing::Span::none();
+    }
+    tracing::debug_span!(
+        "http_cache",
+        key = %key.full,
+        route = %route.pattern,
+        outcome = tracing::field::Empty,
+        reason = tracing::field::Empty,
+        stored_bytes = tracing::field::Empty,
+    )
 }
 
 impl Miss {
@@ -927,21 +944,16 @@ impl Miss {
             let names: Box<[HeaderName]> = vary.into();
             (key.variant(&names, &request_headers), Some((key, names)))
         };
-        let stored_headers: Box<[(HeaderName, HeaderValue)]> = response
+        // Cloned for now; the entry copies their bytes into its own buffer.
+        let stored_headers: Vec<(HeaderName, HeaderValue)> = response
             .headers()
             .iter()
             .filter(|(n, _)| !headers::is_unstorable_header(n))
-            .map(|(n, v)| {
-                // Copied, so the entry owns its bytes.
-                let mut copy =
-                    HeaderValue::from_bytes(v.as_bytes()).expect("a valid value stays valid");
-                copy.set_sensitive(v.is_sensitive());
-                (n.clone(), copy)
-            })
+            .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        let mut tags: Vec<Box<str>> = route.policy.tags.to_vec();
+        let mut tags: Vec<String> = route.policy.tags.iter().map(|t| t.to_string()).collect();
         if let Some(CacheTags(extra)) = extra_tags {
-            tags.extend(extra.into_iter().map(String::into_boxed_str));
+            tags.extend(extra);
         }
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let fresh_until_ms = born_ms.saturating_add(ms(ttl));
@@ -960,22 +972,107 @@ impl Miss {
             primary,
             flight,
             span,
-            entry: Entry {
-                status: response.status(),
+            entry: EntryParts {
+                status: response.status().as_u16(),
                 headers: stored_headers,
-                body: Bytes::new(),
                 born,
                 key_hash,
                 born_ms,
                 fresh_until_ms,
                 stale_while_revalidate_until_ms: fresh_until_ms.saturating_add(swr),
                 grace_until_ms: fresh_until_ms.saturating_add(swr.max(sie)),
-                path,
-                tags: tags.into(),
-                full_key: None,
-                vary: None,
-                weight: 0,
+                path: path.into(),
+                tags,
+                ..EntryParts::default()
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(headers: Vec<(HeaderName, HeaderValue)>) -> Entry {
+        let parts = EntryParts {
+            status: 200,
+            headers,
+            body: Bytes::from_static(b"12345"),
+            born_ms: 10_000,
+            fresh_until_ms: 70_000,
+            stale_while_revalidate_until_ms: 70_000,
+            grace_until_ms: 70_000,
+            path: "/p".into(),
+            ..EntryParts::default()
+        };
+        Entry::keyed(parts, "/p").unwrap()
+    }
+
+    fn head(entry: &Entry, head: bool) -> Vec<String> {
+        let now_ms = 12_500;
+        let (response, _) = respond::<()>(entry, now_ms, head, None, hit_status(entry, now_ms));
+        response
+            .headers()
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_request_span_is_made_when_a_subscriber_wants_debug() {
+        let policy = crate::policy::RoutePolicy::ttl(std::time::Duration::from_secs(1));
+        let key =
+            crate::key::build("/p", Some("a=1"), &HeaderMap::new(), &policy, None, 8192).unwrap();
+        let route = CompiledRoute {
+            pattern: "/p".into(),
+            policy,
+            stats: Arc::default(),
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_test_writer()
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = request_span(&key, &route);
+            assert!(!span.is_disabled());
+            assert_eq!(span.metadata().map(|m| m.name()), Some("http_cache"));
+        });
+    }
+
+    #[test]
+    fn a_hit_writes_the_stored_headers_then_its_own() {
+        let etag = HeaderValue::from_static("\"e\"");
+        let usual = entry(vec![
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, etag.clone()),
+        ]);
+        let want = [
+            "content-type: application/json",
+            "etag: \"e\"",
+            "content-length: 5",
+            "age: 2",
+            "cache-status: tower-response-cache; hit; ttl=57",
+        ];
+        assert_eq!(head(&usual, false), want);
+        assert_eq!(head(&usual, true), want);
+        let more = entry(vec![
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("max-age=60"),
+            ),
+            (header::ETAG, etag),
+        ]);
+        assert_eq!(
+            head(&more, false)[..3],
+            [
+                "content-type: image/png",
+                "cache-control: max-age=60",
+                "etag: \"e\""
+            ]
+        );
     }
 }

@@ -10,6 +10,12 @@ use super::{Entry, Lookup, Store, StoreError, Target};
 use crate::cache::Clock;
 use crate::invalidate::index::Index;
 
+/// The 64-bit hash a key is stored under.
+#[inline]
+fn store_hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
 /// quick_cache admits an item only when it fits in this share of a shard
 /// (its default hot allocation).
 const HOT_SHARE: f64 = 0.97;
@@ -21,21 +27,20 @@ const MAX_SHARDS: u64 = 64;
 #[derive(Clone, Copy)]
 struct ByBytes;
 
-impl Weighter<Box<str>, Arc<Entry>> for ByBytes {
+impl Weighter<u64, Arc<Entry>> for ByBytes {
     #[inline]
-    fn weight(&self, _key: &Box<str>, val: &Arc<Entry>) -> u64 {
-        // The key's length is already part of the entry's weight.
-        u64::from(val.weight)
+    fn weight(&self, _key: &u64, val: &Arc<Entry>) -> u64 {
+        val.weight()
     }
 }
 
 #[derive(Clone)]
 struct CountEvictions(Arc<AtomicU64>);
 
-impl Lifecycle<Box<str>, Arc<Entry>> for CountEvictions {
+impl Lifecycle<u64, Arc<Entry>> for CountEvictions {
     type RequestState = ();
 
-    fn on_evict(&self, _: &mut (), _key: Box<str>, _val: Arc<Entry>) {
+    fn on_evict(&self, _: &mut (), _key: u64, _val: Arc<Entry>) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -43,13 +48,17 @@ impl Lifecycle<Box<str>, Arc<Entry>> for CountEvictions {
 /// The in-memory store: a quick_cache (S3-FIFO eviction, sharded locks)
 /// weighed in bytes, plus the in-process invalidation index.
 ///
+/// Entries are indexed by a 64-bit hash of their store key (the key, or the
+/// hashed form of a long one); each entry keeps its key, and a lookup whose
+/// key differs (a collision) is a miss.
+///
 /// quick_cache divides its weight budget evenly across shards and silently
 /// refuses an item heavier than a shard's share, so the shard count is
 /// chosen here so that the largest entry the cache will ever offer (the
 /// body limit plus headers and key) fits; heavier entries are refused
 /// before insertion and counted.
 pub struct MemoryStore {
-    map: QuickCache<Box<str>, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>,
+    map: QuickCache<u64, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>,
     pub(crate) index: Index,
     clock: Clock,
     max_item_weight: u64,
@@ -135,8 +144,8 @@ impl MemoryStore {
 
     /// Every entry held, cloned out one at a time (for the admin view).
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (Box<str>, Arc<Entry>)> + '_ {
-        self.map.iter()
+    pub(crate) fn entries(&self) -> impl Iterator<Item = Arc<Entry>> + '_ {
+        self.map.iter().map(|(_, entry)| entry)
     }
 
     pub(crate) fn evictions(&self) -> u64 {
@@ -146,16 +155,23 @@ impl MemoryStore {
     /// Looks a key up now (the memory store never waits).
     #[inline]
     pub(crate) fn lookup_now(&self, key: &str) -> Lookup {
-        let Some(entry) = self.map.get(key) else {
+        let hash = store_hash(key);
+        let Some(entry) = self.map.get(&hash) else {
             return Lookup::Miss;
         };
-        if self
-            .index
-            .is_current(&entry.path, &entry.tags, entry.key_hash, entry.born)
-        {
+        if !entry.stored_under(key) {
+            // Another key with the same hash.
+            return Lookup::Miss;
+        }
+        if self.index.is_current_bytes(
+            entry.path_bytes(),
+            entry.tag_slice(),
+            entry.key_hash(),
+            entry.born(),
+        ) {
             Lookup::Found(entry)
         } else {
-            self.map.remove_if(key, |v| Arc::ptr_eq(v, &entry));
+            self.map.remove_if(&hash, |v| Arc::ptr_eq(v, &entry));
             Lookup::Invalidated
         }
     }
@@ -163,18 +179,19 @@ impl MemoryStore {
     /// Stores an entry now; `false` when it is refused (too heavy for a
     /// shard, or born before a pruned invalidation record).
     pub(crate) fn put_now(&self, key: &str, entry: Arc<Entry>) -> bool {
-        if u64::from(entry.weight) > self.max_item_weight {
+        if entry.weight() > self.max_item_weight {
             return false;
         }
         self.index
-            .extend_horizon(entry.grace_until_ms.saturating_sub(entry.born_ms));
-        if !self.index.admits(entry.born) {
+            .extend_horizon(entry.grace_until_ms().saturating_sub(entry.born_ms()));
+        if !self.index.admits(entry.born()) {
             return false;
         }
-        self.map.insert(key.into(), entry.clone());
+        let hash = store_hash(key);
+        self.map.insert(hash, entry.clone());
         // A record pruned between the check and the insert: take it back.
-        if !self.index.admits(entry.born) {
-            self.map.remove_if(key, |v| Arc::ptr_eq(v, &entry));
+        if !self.index.admits(entry.born()) {
+            self.map.remove_if(&hash, |v| Arc::ptr_eq(v, &entry));
             return false;
         }
         self.index.try_prune(self.clock.now_ms());
@@ -182,11 +199,13 @@ impl MemoryStore {
     }
 
     pub(crate) fn remove_now(&self, key: &str) {
-        self.map.remove(key);
+        let hash = store_hash(key);
+        self.map.remove_if(&hash, |v| v.stored_under(key));
     }
 
     pub(crate) fn remove_if_same(&self, key: &str, entry: &Arc<Entry>) {
-        self.map.remove_if(key, |v| Arc::ptr_eq(v, entry));
+        self.map
+            .remove_if(&store_hash(key), |v| Arc::ptr_eq(v, entry));
     }
 
     pub(crate) fn invalidate_now(&self, targets: &[Target]) -> u64 {

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderName, HeaderValue, StatusCode};
 
 pub use memory::MemoryStore;
 /// Hand-built entries for the Redis store's integration tests.
@@ -26,40 +26,119 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 
 pub use crate::invalidate::Target;
 
-/// Bytes counted for an entry's bookkeeping on top of its key, headers and
-/// body (the entry struct, its `Arc` and the store's slot).
-pub(crate) const ENTRY_OVERHEAD: usize = 160;
+/// Bytes a stored item costs the memory store beyond the entry itself: its
+/// slot (the `u64` key, the `Arc` pointer, eviction state and links) and its
+/// share of the hash table, about 45 bytes, times the room the store's
+/// tables keep for growth (they double: 1.4 times on average), as measured
+/// with a counting allocator.
+pub(crate) const STORE_SLOT: usize = 64;
+
+/// Bytes the `bytes` crate allocates to share a buffer (its reference count).
+const SHARED_BUFFER: usize = 24;
+
+/// Header values common enough that an entry refers to a static copy rather
+/// than keeping its own bytes (no memory, and no reference count per hit).
+static COMMON_VALUES: [HeaderValue; 8] = [
+    HeaderValue::from_static("application/json"),
+    HeaderValue::from_static("application/json; charset=utf-8"),
+    HeaderValue::from_static("text/plain; charset=utf-8"),
+    HeaderValue::from_static("text/html; charset=utf-8"),
+    HeaderValue::from_static("text/plain"),
+    HeaderValue::from_static("text/html"),
+    HeaderValue::from_static("application/octet-stream"),
+    HeaderValue::from_static("gzip"),
+];
+
+fn common_value(value: &HeaderValue) -> Option<usize> {
+    if value.is_sensitive() {
+        return None;
+    }
+    COMMON_VALUES
+        .iter()
+        .position(|c| c.as_bytes() == value.as_bytes())
+}
+
+/// The most common set of stored headers, a `Content-Type` alone (an ETag
+/// aside), for each common value: an entry with such headers keeps no
+/// header slice of its own.
+static COMMON_HEADERS: [[(HeaderName, HeaderValue); 1]; COMMON_VALUES.len()] = {
+    const fn one(value: &'static str) -> [(HeaderName, HeaderValue); 1] {
+        [(header::CONTENT_TYPE, HeaderValue::from_static(value))]
+    }
+    [
+        one("application/json"),
+        one("application/json; charset=utf-8"),
+        one("text/plain; charset=utf-8"),
+        one("text/html; charset=utf-8"),
+        one("text/plain"),
+        one("text/html"),
+        one("application/octet-stream"),
+        one("gzip"),
+    ]
+};
+
+/// `ETag`, as a static the entry's headers can borrow.
+static ETAG: HeaderName = header::ETAG;
 
 /// A stored response, with what invalidation needs to judge it: the path it
 /// was stored for, its tags, and the generation at which its origin read
 /// began.
 ///
 /// An entry owns all its bytes: nothing in it points into a request's or a
-/// connection's buffers.
+/// connection's buffers. The body, the header values, the `Content-Length`
+/// value, the path and the key share one buffer, allocated once.
 #[derive(Debug)]
 pub struct Entry {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: Box<[(HeaderName, HeaderValue)]>,
-    pub(crate) body: Bytes,
-    pub(crate) born: u64,
+    /// Headers to send, their values slices of the entry's buffer (or
+    /// static copies of common values); empty when `common_headers` says
+    /// which static set they are, and never the `ETag` kept apart: read them
+    /// through `headers()` and `header_count()`.
+    own_headers: Box<[(HeaderName, HeaderValue)]>,
+    /// The last stored header when it is an `ETag` (the one the cache
+    /// computes, usually), kept apart so the usual headers are a static set.
+    etag: Option<HeaderValue>,
+    body: Bytes,
+    /// The rest of the buffer: the body's length in decimal, then the path,
+    /// then (when known) the rest of the key.
+    tail: Bytes,
+    born: u64,
     /// The hash of the request key (before any Vary variant), which an
     /// exact-request flush records.
-    pub(crate) key_hash: u64,
-    pub(crate) born_ms: u64,
-    pub(crate) fresh_until_ms: u64,
-    /// Until when a stale entry may be served while it is refreshed.
-    pub(crate) stale_while_revalidate_until_ms: u64,
-    /// Until when the entry may be served stale at all (the longer of its
-    /// stale-while-revalidate and stale-if-error windows).
-    pub(crate) grace_until_ms: u64,
-    pub(crate) path: Box<str>,
-    pub(crate) tags: Box<[Box<str>]>,
-    /// The full key, kept when the store indexes the entry by its hash.
-    pub(crate) full_key: Option<Box<str>>,
-    /// `Some` for a marker saying that the response at this key varies on
-    /// these request headers; the variants live under their own keys.
-    pub(crate) vary: Option<Box<[HeaderName]>>,
-    pub(crate) weight: u32,
+    key_hash: u64,
+    born_ms: u64,
+    /// Freshness, stale-while-revalidate and grace ends, in ms after
+    /// `born_ms` (`rare.until_ms` when one does not fit in 32 bits).
+    fresh_for_ms: u32,
+    stale_while_revalidate_for_ms: u32,
+    grace_for_ms: u32,
+    path_len: u32,
+    /// Where the key starts in `tail` and how long it is (0: not known).
+    key_at: u32,
+    key_len: u32,
+    weight: u32,
+    status: StatusCode,
+    /// 1 + the index in `COMMON_HEADERS` of the entry's headers, or 0.
+    common_headers: u8,
+    /// The key is longer than [`HASH_ABOVE`](crate::key::HASH_ABOVE): the
+    /// store indexes it by a hash, and `full_key()` returns it.
+    hashed: bool,
+    /// What few entries have: tags, a Vary marker's names, far-off times.
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Debug, Default)]
+struct Rare {
+    tags: Box<[Box<str>]>,
+    vary: Option<Box<[HeaderName]>>,
+    /// Freshness, stale-while-revalidate and grace ends (Unix ms), when they
+    /// lie too far from `born_ms` for 32-bit offsets.
+    until_ms: Option<[u64; 3]>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.vary.is_none() && self.until_ms.is_none()
+    }
 }
 
 /// Everything an entry holds, as plain owned data: what a store that
@@ -82,109 +161,288 @@ pub(crate) struct EntryParts {
     pub(crate) vary: Option<Vec<HeaderName>>,
 }
 
-impl Entry {
-    pub(crate) fn empty() -> Self {
-        Entry {
-            status: StatusCode::OK,
-            headers: Box::new([]),
-            body: Bytes::new(),
-            born: 0,
-            key_hash: 0,
-            born_ms: 0,
-            fresh_until_ms: 0,
-            stale_while_revalidate_until_ms: 0,
-            grace_until_ms: 0,
-            path: Box::from(""),
-            tags: Box::new([]),
-            full_key: None,
-            vary: None,
-            weight: 0,
-        }
+/// Decimal digits of `n`.
+fn digits(n: usize) -> usize {
+    let mut d = 1;
+    let mut n = n / 10;
+    while n > 0 {
+        d += 1;
+        n /= 10;
     }
+    d
+}
 
+impl Entry {
     /// Builds an entry from its parts, weighed for a store key of
     /// `key_len` bytes. `None` when the status is not a valid one.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn from_parts(parts: EntryParts, key_len: usize) -> Option<Self> {
-        let mut entry = Entry {
-            status: StatusCode::from_u16(parts.status).ok()?,
-            headers: parts.headers.into(),
-            body: parts.body,
-            born: parts.born,
-            key_hash: parts.key_hash,
-            born_ms: parts.born_ms,
-            fresh_until_ms: parts.fresh_until_ms,
-            stale_while_revalidate_until_ms: parts.stale_while_revalidate_until_ms,
-            grace_until_ms: parts.grace_until_ms,
-            path: parts.path.into(),
-            tags: parts.tags.into_iter().map(String::into_boxed_str).collect(),
-            full_key: parts.full_key.map(String::into_boxed_str),
-            vary: parts.vary.map(Vec::into_boxed_slice),
-            weight: 0,
-        };
+        let mut entry = Self::build(parts, None)?;
         entry.compute_weight(key_len);
         Some(entry)
     }
 
+    /// Builds an entry for the memory store from its parts and the full key
+    /// it is stored under (kept in the entry and compared on lookup); its
+    /// weight counts the key once.
+    pub(crate) fn keyed(parts: EntryParts, key: &str) -> Option<Self> {
+        let mut entry = Self::build(parts, Some(key))?;
+        entry.compute_weight(0);
+        Some(entry)
+    }
+
+    /// Lays the parts out: one buffer for the body, the `Content-Length`
+    /// digits, the path, the key and the header values that are not common.
+    fn build(parts: EntryParts, key: Option<&str>) -> Option<Self> {
+        let status = StatusCode::from_u16(parts.status).ok()?;
+        let hashed = match key {
+            Some(k) => k.len() > crate::key::HASH_ABOVE,
+            None => parts.full_key.is_some(),
+        };
+        let key = key.or(parts.full_key.as_deref());
+        let body_len = parts.body.len();
+        let path = parts.path.as_str();
+        // The key usually starts with the path: then only its rest is kept.
+        let key_rest = key.map(|k| k.strip_prefix(path).map_or((false, k), |r| (true, r)));
+        let mut headers = parts.headers;
+        // What describes one connection, or what the cache writes itself, is
+        // never stored (a hit appends those without looking for them).
+        headers.retain(|(name, _)| !crate::headers::is_unstorable_header(name));
+        let etag = match headers.last() {
+            Some((name, _)) if name == header::ETAG => headers.pop().map(|(_, v)| v),
+            _ => None,
+        };
+        let common_headers = match headers.as_slice() {
+            [(name, value)] if name == header::CONTENT_TYPE => common_value(value),
+            _ => None,
+        };
+        if common_headers.is_some() {
+            headers.clear();
+        }
+        let values = || headers.iter().map(|(_, v)| v).chain(etag.as_ref());
+        let owned_values: usize = values()
+            .filter(|v| common_value(v).is_none())
+            .map(HeaderValue::len)
+            .sum();
+        let cl = digits(body_len);
+        let tail_len = cl + path.len() + key_rest.map_or(0, |(_, r)| r.len()) + owned_values;
+        let mut buf = Vec::with_capacity(body_len + tail_len);
+        buf.extend_from_slice(&parts.body);
+        buf.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        buf.extend_from_slice(path.as_bytes());
+        let (key_at, key_len) = match key_rest {
+            Some((true, rest)) => {
+                buf.extend_from_slice(rest.as_bytes());
+                (cl, path.len() + rest.len())
+            }
+            Some((false, whole)) => {
+                buf.extend_from_slice(whole.as_bytes());
+                (cl + path.len(), whole.len())
+            }
+            None => (cl, 0),
+        };
+        let mut at = buf.len();
+        for v in values() {
+            if common_value(v).is_none() {
+                buf.extend_from_slice(v.as_bytes());
+            }
+        }
+        let buf = Bytes::from(buf);
+        // Each value a slice of the buffer, in the order copied above.
+        let mut own = |v: &HeaderValue| match common_value(v) {
+            Some(i) => COMMON_VALUES[i].clone(),
+            None => {
+                let mut copy = HeaderValue::from_maybe_shared(buf.slice(at..at + v.len()))
+                    .expect("a valid value stays valid");
+                copy.set_sensitive(v.is_sensitive());
+                at += v.len();
+                copy
+            }
+        };
+        let headers: Box<[(HeaderName, HeaderValue)]> =
+            headers.iter().map(|(n, v)| (n.clone(), own(v))).collect();
+        let etag = etag.as_ref().map(own);
+        let offset = |until: u64| {
+            until
+                .checked_sub(parts.born_ms)
+                .and_then(|d| u32::try_from(d).ok())
+                .filter(|&d| d != u32::MAX)
+        };
+        let offsets = (
+            offset(parts.fresh_until_ms),
+            offset(parts.stale_while_revalidate_until_ms),
+            offset(parts.grace_until_ms),
+        );
+        let (times, until_ms) = match offsets {
+            (Some(f), Some(s), Some(g)) => ((f, s, g), None),
+            _ => (
+                (u32::MAX, u32::MAX, u32::MAX),
+                Some([
+                    parts.fresh_until_ms,
+                    parts.stale_while_revalidate_until_ms,
+                    parts.grace_until_ms,
+                ]),
+            ),
+        };
+        let rare = Rare {
+            tags: parts.tags.into_iter().map(String::into_boxed_str).collect(),
+            vary: parts.vary.map(Vec::into_boxed_slice),
+            until_ms,
+        };
+        let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Some(Entry {
+            own_headers: headers,
+            etag,
+            body: buf.slice(..body_len),
+            tail: buf.slice(body_len..),
+            born: parts.born,
+            key_hash: parts.key_hash,
+            born_ms: parts.born_ms,
+            fresh_for_ms: times.0,
+            stale_while_revalidate_for_ms: times.1,
+            grace_for_ms: times.2,
+            path_len: u32_of(path.len()),
+            key_at: u32_of(key_at),
+            key_len: u32_of(key_len),
+            weight: 0,
+            status,
+            common_headers: common_headers.map_or(0, |i| i as u8 + 1),
+            hashed,
+            rare: (!rare.is_empty()).then(|| Box::new(rare)),
+        })
+    }
+
+    /// Weighs the entry as allocated: the entry in its `Arc`, the header
+    /// slice, the shared buffer, the rare fields, the store's slot, and a
+    /// store key of `key_len` bytes kept outside the entry.
+    pub(crate) fn compute_weight(&mut self, key_len: usize) {
+        const HEADER: usize = std::mem::size_of::<(HeaderName, HeaderValue)>();
+        let buffer = self.body.len() + self.tail.len();
+        let rare = self.rare.as_ref().map_or(0, |r| {
+            std::mem::size_of::<Rare>()
+                + r.tags.iter().map(|t| 16 + t.len()).sum::<usize>()
+                + r.vary.as_ref().map_or(0, |v| v.len() * 32)
+        });
+        let w = 16
+            + std::mem::size_of::<Entry>()
+            + self.own_headers.len() * HEADER
+            + buffer
+            + if buffer > 0 { SHARED_BUFFER } else { 0 }
+            + rare
+            + STORE_SLOT
+            + key_len;
+        self.weight = u32::try_from(w).unwrap_or(u32::MAX);
+    }
+
+    /// The `Content-Length` value of the stored body.
+    #[inline]
+    pub(crate) fn content_length(&self) -> HeaderValue {
+        let len = self.body.len();
+        crate::headers::small_number(len).unwrap_or_else(|| {
+            HeaderValue::from_maybe_shared(self.tail.slice(..digits(len)))
+                .expect("digits are a valid value")
+        })
+    }
+
+    /// The key the entry was stored under, when the entry knows it.
+    pub(crate) fn key(&self) -> Option<&str> {
+        if self.key_len == 0 {
+            return None;
+        }
+        let at = self.key_at as usize;
+        std::str::from_utf8(&self.tail[at..at + self.key_len as usize]).ok()
+    }
+
+    /// Whether the entry was stored under exactly this key (entries that do
+    /// not know their key match any).
+    #[inline]
+    pub(crate) fn key_is(&self, key: &str) -> bool {
+        if self.key_len == 0 {
+            return true;
+        }
+        let at = self.key_at as usize;
+        self.tail[at..at + self.key_len as usize] == *key.as_bytes()
+    }
+
+    /// The stored headers but a trailing `ETag`, as a slice.
+    #[inline]
+    fn header_slice(&self) -> &[(HeaderName, HeaderValue)] {
+        match self.common_headers {
+            0 => &self.own_headers,
+            i => &COMMON_HEADERS[usize::from(i) - 1],
+        }
+    }
+
+    /// Whether the entry was stored under this store key: its key, or for a
+    /// long key, the key's hashed form (entries that do not know their key
+    /// match any).
+    #[inline]
+    pub(crate) fn stored_under(&self, store_key: &str) -> bool {
+        if !self.hashed {
+            return self.key_is(store_key);
+        }
+        self.key()
+            .is_none_or(|full| crate::key::is_hashed_form_of(store_key, full))
+    }
+
+    /// How many headers are stored.
+    #[inline]
+    pub(crate) fn header_count(&self) -> usize {
+        self.header_slice().len() + usize::from(self.etag.is_some())
+    }
+
+    pub(crate) fn tag_slice(&self) -> &[Box<str>] {
+        self.rare.as_ref().map_or(&[], |r| &r.tags)
+    }
+
+    fn until_ms(&self, i: usize, offset: u32) -> u64 {
+        match self.rare.as_ref().and_then(|r| r.until_ms) {
+            Some(times) => times[i],
+            None => self.born_ms + u64::from(offset),
+        }
+    }
+
     /// The hash of the request key (before any Vary variant).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn key_hash(&self) -> u64 {
         self.key_hash
     }
 
     /// When the origin read began, in cache-clock milliseconds (Unix ms).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn born_ms(&self) -> u64 {
         self.born_ms
     }
 
     /// Until when the entry is fresh (Unix ms).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
+    #[inline]
     pub(crate) fn fresh_until_ms(&self) -> u64 {
-        self.fresh_until_ms
+        self.until_ms(0, self.fresh_for_ms)
     }
 
     /// Until when a stale entry may be served while it is refreshed.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn stale_while_revalidate_until_ms(&self) -> u64 {
-        self.stale_while_revalidate_until_ms
+        self.until_ms(1, self.stale_while_revalidate_for_ms)
     }
 
     /// Until when the entry may be served at all (freshness plus grace):
     /// a store may drop it after this.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn grace_until_ms(&self) -> u64 {
-        self.grace_until_ms
+        self.until_ms(2, self.grace_for_ms)
     }
 
     /// The full key of an entry stored under a hashed key.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
     pub(crate) fn full_key(&self) -> Option<&str> {
-        self.full_key.as_deref()
+        if self.hashed {
+            self.key()
+        } else {
+            None
+        }
     }
 
     /// The request headers a Vary marker names (`None` for a response).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // used by serialising stores
+    #[inline]
     pub(crate) fn vary(&self) -> Option<&[HeaderName]> {
-        self.vary.as_deref()
-    }
-
-    pub(crate) fn compute_weight(&mut self, key_len: usize) {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 8)
-            .sum();
-        let tags: usize = self.tags.iter().map(|t| t.len() + 16).sum();
-        let w = key_len
-            + self.full_key.as_ref().map_or(0, |k| k.len())
-            + self.path.len()
-            + headers
-            + tags
-            + self.body.len()
-            + self.vary.as_ref().map_or(0, |v| v.len() * 24)
-            + ENTRY_OVERHEAD;
-        self.weight = u32::try_from(w).unwrap_or(u32::MAX);
+        self.rare.as_ref().and_then(|r| r.vary.as_deref())
     }
 
     /// The response status.
@@ -194,7 +452,8 @@ impl Entry {
 
     /// The stored response headers (never `Set-Cookie`, nor hop-by-hop ones).
     pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.headers.iter().map(|(n, v)| (n, v))
+        let etag = self.etag.as_ref().map(|v| (&ETAG, v));
+        self.header_slice().iter().map(|(n, v)| (n, v)).chain(etag)
     }
 
     /// The stored body.
@@ -204,12 +463,20 @@ impl Entry {
 
     /// The path the entry was stored for.
     pub fn path(&self) -> &str {
-        &self.path
+        std::str::from_utf8(self.path_bytes()).unwrap_or("")
+    }
+
+    /// The path's bytes (what invalidation checks, without validating them
+    /// again as UTF-8).
+    #[inline]
+    pub(crate) fn path_bytes(&self) -> &[u8] {
+        let cl = digits(self.body.len());
+        &self.tail[cl..cl + self.path_len as usize]
     }
 
     /// The tags the entry carries.
     pub fn tags(&self) -> impl Iterator<Item = &str> {
-        self.tags.iter().map(|t| &**t)
+        self.tag_slice().iter().map(|t| &**t)
     }
 
     /// The cache generation when the entry's origin read began.
@@ -279,4 +546,115 @@ pub trait Store: Send + Sync + 'static {
         &self,
         targets: &[Target],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> EntryParts {
+        EntryParts {
+            status: 200,
+            headers: vec![
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (header::ETAG, HeaderValue::from_static("\"abc\"")),
+            ],
+            body: Bytes::from_static(b"hello"),
+            born: 7,
+            key_hash: 42,
+            born_ms: 1_000,
+            fresh_until_ms: 61_000,
+            stale_while_revalidate_until_ms: 71_000,
+            grace_until_ms: 81_000,
+            path: "/items/1".into(),
+            tags: vec!["t".into()],
+            full_key: None,
+            vary: None,
+        }
+    }
+
+    fn headers(e: &Entry) -> Vec<(String, String)> {
+        e.headers()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parts_round_trip() {
+        let e = Entry::from_parts(parts(), 10).unwrap();
+        assert_eq!(e.status(), StatusCode::OK);
+        assert_eq!(
+            headers(&e),
+            [("content-type", "application/json"), ("etag", "\"abc\"")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        assert_eq!(e.body(), "hello");
+        assert_eq!(e.content_length(), "5");
+        assert_eq!(e.path(), "/items/1");
+        assert_eq!(e.tags().collect::<Vec<_>>(), ["t"]);
+        assert_eq!((e.born(), e.key_hash(), e.born_ms()), (7, 42, 1_000));
+        assert_eq!(e.fresh_until_ms(), 61_000);
+        assert_eq!(e.stale_while_revalidate_until_ms(), 71_000);
+        assert_eq!(e.grace_until_ms(), 81_000);
+        assert_eq!((e.full_key(), e.key(), e.vary()), (None, None, None));
+        assert!(e.key_is("anything"), "an entry without its key matches any");
+    }
+
+    #[test]
+    fn keys_far_times_and_unusual_headers() {
+        let mut p = parts();
+        p.fresh_until_ms = u64::MAX;
+        p.stale_while_revalidate_until_ms = u64::MAX;
+        p.grace_until_ms = u64::MAX;
+        p.headers
+            .insert(0, (header::VARY, HeaderValue::from_static("accept")));
+        let mut secret = HeaderValue::from_static("s");
+        secret.set_sensitive(true);
+        p.headers
+            .push((HeaderName::from_static("x-secret"), secret));
+        let e = Entry::keyed(p, "/items/1?a=1").unwrap();
+        assert_eq!(e.fresh_until_ms(), u64::MAX);
+        assert_eq!(e.grace_until_ms(), u64::MAX);
+        assert_eq!(e.key(), Some("/items/1?a=1"));
+        assert_eq!(e.path(), "/items/1");
+        assert_eq!(e.full_key(), None);
+        assert!(e.key_is("/items/1?a=1") && !e.key_is("/items/1?a=2"));
+        let names: Vec<_> = e.headers().map(|(n, _)| n.as_str().to_owned()).collect();
+        assert_eq!(names, ["vary", "content-type", "etag", "x-secret"]);
+        assert!(e.headers().last().unwrap().1.is_sensitive());
+
+        // A long key is the full key; one that does not start with the path
+        // is kept whole.
+        let long = format!("/other?{}", "x".repeat(300));
+        let e = Entry::keyed(parts(), &long).unwrap();
+        assert_eq!(e.full_key(), Some(long.as_str()));
+        assert_eq!(e.path(), "/items/1");
+        let hashed = format!("#{:032x}", xxhash_rust::xxh3::xxh3_128(long.as_bytes()));
+        assert!(e.stored_under(&hashed) && !e.stored_under(&long));
+        assert!(Entry::keyed(parts(), "/items/1")
+            .unwrap()
+            .stored_under("/items/1"));
+        let mut p = parts();
+        p.full_key = Some(long.clone());
+        p.vary = Some(vec![header::ACCEPT]);
+        let e = Entry::from_parts(p, 33).unwrap();
+        assert_eq!(e.full_key(), Some(long.as_str()));
+        assert_eq!(e.vary(), Some(&[header::ACCEPT][..]));
+    }
+
+    #[test]
+    fn weight_counts_what_is_allocated() {
+        let small = Entry::keyed(parts(), "/items/1").unwrap();
+        let mut p = parts();
+        p.body = Bytes::from(vec![b'x'; 1000]);
+        let big = Entry::keyed(p, "/items/1").unwrap();
+        assert_eq!(big.weight() - small.weight(), 995 + 3);
+        assert!(Entry::from_parts(parts(), 100).unwrap().weight() > small.weight());
+        let mut p = parts();
+        p.status = 1000;
+        assert!(Entry::from_parts(p, 0).is_none());
+    }
 }

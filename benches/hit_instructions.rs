@@ -1,0 +1,128 @@
+//! The hit path in instructions, for a noise-free comparison of builds.
+//!
+//! The same two services as `hit_path` (a bare `service_fn` returning a
+//! 1 KiB body, and the same behind `CacheLayer`), each driven `N` times
+//! (default 20 000) by a function of its own, so that a profiler that counts
+//! instructions can tell the two apart:
+//!
+//! ```text
+//! cargo bench --bench hit_instructions --no-run
+//! valgrind --tool=callgrind --callgrind-out-file=cg.out target/release/deps/hit_instructions-* 20000
+//! callgrind_annotate --inclusive=yes cg.out | grep -E 'run_(bare|hit)'
+//! ```
+//!
+//! The hit's instructions per request over the bare service's are the
+//! difference of the two inclusive counts divided by `N`. Run directly, the
+//! program only checks that what it drives is a hit; `bare` or `hit` as an
+//! argument drives only that service (for `perf stat`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response};
+use http_body_util::Full;
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use tower_response_cache::{Cache, CacheLayer};
+
+struct NoopWake;
+
+impl Wake for NoopWake {
+    fn wake(self: Arc<Self>) {}
+}
+
+fn poll_now<F: Future>(cx: &mut Context<'_>, future: F) -> F::Output {
+    match pin!(future).poll(cx) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("future not ready on its first poll"),
+    }
+}
+
+static BODY: [u8; 1024] = [b'x'; 1024];
+const HIT_PATH: &str = "/items/1?a=1";
+
+fn requests(n: usize) -> Vec<Request<()>> {
+    (0..n)
+        .map(|_| Request::get(HIT_PATH).body(()).expect("a valid request"))
+        .collect()
+}
+
+#[inline(never)]
+fn run<S>(cx: &mut Context<'_>, service: &S, requests: Vec<Request<()>>)
+where
+    S: Service<Request<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    for req in requests {
+        black_box(poll_now(cx, service.clone().oneshot(req)).expect("infallible"));
+    }
+}
+
+#[inline(never)]
+fn run_bare<S>(cx: &mut Context<'_>, service: &S, requests: Vec<Request<()>>)
+where
+    S: Service<Request<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    run(cx, service, requests);
+}
+
+#[inline(never)]
+fn run_hit<S>(cx: &mut Context<'_>, service: &S, requests: Vec<Request<()>>)
+where
+    S: Service<Request<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    run(cx, service, requests);
+}
+
+fn main() {
+    let n = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(20_000);
+    let waker = Waker::from(Arc::new(NoopWake));
+    let mut cx = Context::from_waker(&waker);
+    let bare = service_fn(|_req: Request<()>| async {
+        let mut response = Response::new(Full::new(Bytes::from_static(&BODY)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        Ok::<_, Infallible>(response)
+    });
+    let cache = Cache::builder().build();
+    let cached = ServiceBuilder::new()
+        .layer(CacheLayer::new(&cache).ttl(Duration::from_secs(3600)))
+        .service(bare);
+    // Prime: the first request stores, once its body is read.
+    for req in requests(2) {
+        let response = poll_now(&mut cx, cached.clone().oneshot(req)).expect("infallible");
+        let body = response.into_body();
+        poll_now(&mut cx, http_body_util::BodyExt::collect(body)).expect("infallible");
+    }
+    // `bare` or `hit` drives only that one (for counters of a whole run,
+    // such as `perf stat`).
+    let only = std::env::args().skip(1).find(|a| a == "bare" || a == "hit");
+    if only.as_deref() != Some("hit") {
+        run_bare(&mut cx, &bare, requests(n));
+    }
+    if only.as_deref() == Some("bare") {
+        return;
+    }
+    let hits = cache.stats().totals.hits;
+    run_hit(&mut cx, &cached, requests(n));
+    let stats = cache.stats();
+    assert_eq!(
+        stats.totals.hits - hits,
+        n as u64,
+        "every measured request hit"
+    );
+    assert_eq!(stats.totals.misses, 1);
+    println!("{n} bare requests and {n} hits driven");
+}
