@@ -505,9 +505,7 @@ where
             let lookup = Keyed {
                 cache: self.cache.clone(),
                 route: route.clone(),
-                key,
-                parts,
-                head,
+                asked: Asked { key, parts, head },
             };
             return ResponseFuture::boxed(tracing::Instrument::instrument(
                 call_remote(svc, lookup, body),
@@ -518,37 +516,50 @@ where
         let now_ms = shared.clock.now_ms();
         let found = self.cache.find(&key, &parts.headers, now_ms, &route.stats);
         let born = shared.memory.index.generation();
-        let lookup = Keyed {
-            cache: self.cache.clone(),
-            route: route.clone(),
-            key,
-            parts,
-            head,
-        };
-        answer(&mut self.inner, lookup, body, found, now_ms, born)
+        let asked = Asked { key, parts, head };
+        answer(
+            &mut self.inner,
+            &self.cache,
+            route,
+            asked,
+            body,
+            found,
+            now_ms,
+            born,
+            &span,
+        )
     }
 }
 
 /// A keyed GET or HEAD request, about to be answered.
-struct Keyed {
-    cache: Cache,
-    route: CompiledRoute,
+struct Asked {
     key: CacheKey,
     parts: http::request::Parts,
     head: bool,
+}
+
+/// A keyed request on a network store, with what its future must own.
+struct Keyed {
+    cache: Cache,
+    route: CompiledRoute,
+    asked: Asked,
 }
 
 /// Answers a request from what the lookup found: a hit or a stale entry at
 /// once, a miss through `svc` (the service that was polled ready), or a
 /// wait for another request's origin call. `born` is the generation read
 /// before the origin read begins.
+#[allow(clippy::too_many_arguments)]
 fn answer<S, ReqBody, ResBody>(
     svc: &mut S,
-    lookup: Keyed,
+    cache: &Cache,
+    route: &CompiledRoute,
+    asked: Asked,
     body: ReqBody,
     found: Found,
     now_ms: u64,
     born: u64,
+    span: &tracing::Span,
 ) -> ResponseFuture<S::Future, ResBody, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -557,14 +568,7 @@ where
     ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
-    let Keyed {
-        cache,
-        route,
-        key,
-        parts,
-        head,
-    } = lookup;
-    let span = tracing::Span::current();
+    let Asked { key, parts, head } = asked;
     let shared = &cache.shared;
     match found {
         Found::Fresh(entry) => {
@@ -655,15 +659,14 @@ where
     ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
-    let cache = &lookup.cache;
+    let Keyed {
+        cache,
+        route,
+        asked,
+    } = lookup;
     let now_ms = cache.shared.clock.now_ms();
     let mut found = cache
-        .find_remote(
-            &lookup.key,
-            &lookup.parts.headers,
-            now_ms,
-            &lookup.route.stats,
-        )
+        .find_remote(&asked.key, &asked.parts.headers, now_ms, &route.stats)
         .await;
     let mut born = 0;
     if let Ok(Found::Miss { .. } | Found::Stale { .. }) = &found {
@@ -673,16 +676,16 @@ where
         }
     }
     match found {
-        Ok(found) => answer(&mut svc, lookup, body, found, now_ms, born).await,
+        Ok(found) => {
+            let span = tracing::Span::current();
+            answer(
+                &mut svc, &cache, &route, asked, body, found, now_ms, born, &span,
+            )
+            .await
+        }
         Err(e) => {
             cache.store_error("get", &e);
-            let Keyed {
-                cache,
-                route,
-                parts,
-                ..
-            } = lookup;
-            let req = Request::from_parts(parts, body);
+            let req = Request::from_parts(asked.parts, body);
             bypass(&mut svc, &cache, req, Reason::StoreError, Some(&route)).await
         }
     }
