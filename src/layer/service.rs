@@ -600,8 +600,7 @@ where
                     // Exactly one background refresh, on the service that
                     // was polled ready.
                     Counters::add(&shared.extra.refreshes);
-                    let mut miss =
-                        Miss::new(&cache, &route, key, &parts, head, marker, now_ms, born);
+                    let mut miss = Miss::new(cache, route, key, &parts, head, marker, now_ms, born);
                     miss.flight = Some(flight);
                     // The refresh wants a full response, not a 304 for this
                     // client's validators.
@@ -618,7 +617,7 @@ where
             cache.record(Some(&route.stats), Event::Miss);
             span.record("outcome", "miss");
             tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
-            let mut miss = Miss::new(&cache, &route, key, &parts, head, marker, now_ms, born);
+            let mut miss = Miss::new(cache, route, key, &parts, head, marker, now_ms, born);
             miss.stale = stale;
             let join = if head || shared.coalesce_timeout.is_zero() {
                 Join::Pass
