@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -115,23 +114,6 @@ impl Store for SharedStore {
         records.extend(targets.iter().map(|t| (t.clone(), generation)));
         Ok(generation)
     }
-}
-
-/// The data behind every instance: a version bumped by each write.
-#[derive(Clone, Default)]
-struct Db {
-    version: Arc<AtomicU64>,
-    reads: Hits,
-}
-
-async fn db_read(State(db): State<Db>) -> String {
-    db.reads.bump();
-    format!("v{}", db.version.load(Ordering::SeqCst))
-}
-
-async fn db_write(State(db): State<Db>) -> StatusCode {
-    db.version.fetch_add(1, Ordering::SeqCst);
-    StatusCode::NO_CONTENT
 }
 
 /// One instance of the service: its own `Cache`, on the shared store.

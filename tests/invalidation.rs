@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -20,31 +20,17 @@ const MAX_RECORDS: usize = 1 << 18;
 
 const MIN: Duration = Duration::from_secs(60);
 
-/// A tiny catalogue whose data is a version number bumped by each write.
-#[derive(Clone, Default)]
-struct Db {
-    version: Arc<AtomicU64>,
-    reads: Hits,
-}
-
-async fn db_read(State(db): State<Db>) -> String {
-    db.reads.bump();
-    format!("v{}", db.version.load(Ordering::SeqCst))
-}
-
-async fn write(State(db): State<Db>) -> StatusCode {
-    db.version.fetch_add(1, Ordering::SeqCst);
-    StatusCode::NO_CONTENT
-}
-
 fn catalogue(cache: &Cache, inv: impl FnOnce(InvalidateOn) -> InvalidateOn) -> (Router, Db) {
     let db = Db::default();
     let app = Router::new()
-        .route("/products", get(db_read).post(write))
-        .route("/products/{id}", get(db_read).put(write).delete(write))
+        .route("/products", get(db_read).post(db_write))
+        .route(
+            "/products/{id}",
+            get(db_read).put(db_write).delete(db_write),
+        )
         .route("/products-archive", get(db_read))
         .route("/dashboard", get(db_read))
-        .route("/orders", post(write))
+        .route("/orders", post(db_write))
         .route("/fail", post(|| async { StatusCode::UNPROCESSABLE_ENTITY }))
         .route(
             "/boom",

@@ -113,23 +113,15 @@ impl Pending {
         }
     }
 
-    pub(crate) fn store(self: Box<Self>, body: Bytes) {
-        let Pending {
-            cache,
-            counters,
-            key,
-            primary,
-            entry: mut parts,
-            flight,
-            span,
-        } = *self;
+    pub(crate) fn store(mut self: Box<Self>, body: Bytes) {
+        let mut parts = std::mem::take(&mut self.entry);
         if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
             parts
                 .headers
                 .push((header::ETAG, headers::computed_etag(&body)));
         }
         parts.body = body;
-        let marker = primary.map(|(primary, names)| {
+        let marker = self.primary.take().map(|(primary, names)| {
             let marker = EntryParts {
                 status: StatusCode::OK.as_u16(),
                 born: parts.born,
@@ -145,45 +137,32 @@ impl Pending {
             let marker = Entry::keyed(marker, &primary.full).expect("200 is a valid status");
             (primary, marker)
         });
-        let entry = Entry::keyed(parts, &key.full).expect("the origin's status is valid");
-        let weight = entry.weight();
-        if cache.shared.remote.is_some() {
-            let pending = Box::new(Pending {
-                cache,
-                counters,
-                key,
-                primary: None,
-                entry: EntryParts::default(),
-                flight,
-                span,
-            });
-            pending.store_remote(Arc::new(entry), marker);
+        let entry = Entry::keyed(parts, &self.key.full).expect("the origin's status is valid");
+        if self.cache.shared.remote.is_some() {
+            self.store_remote(Arc::new(entry), marker);
             return;
         }
-        let memory = &cache.shared.memory;
-        if memory.put_now(key.lookup(), Arc::new(entry)) {
-            span.record("stored_bytes", weight);
-            if let Some((primary, marker)) = marker {
-                // The marker saying where the variants are.
-                memory.put_now(primary.lookup(), Arc::new(marker));
-            }
-            cache.record(Some(&counters), Event::Store);
-            tracing::debug!(parent: &span, key = %key.full, bytes = weight, "response stored");
-            if let Some(flight) = flight {
-                flight.finish(&cache.shared.flights, Outcome::Stored, 0);
-            }
-        } else {
-            cache.record(Some(&counters), Event::Rejected);
-            let pending = Box::new(Pending {
-                cache,
-                counters,
-                key,
-                primary: None,
-                entry: EntryParts::default(),
-                flight,
-                span,
-            });
-            pending.not_stored(Reason::Rejected);
+        let weight = entry.weight();
+        let memory = &self.cache.shared.memory;
+        if !memory.put_now(self.key.lookup(), Arc::new(entry)) {
+            self.cache.record(Some(&self.counters), Event::Rejected);
+            self.not_stored(Reason::Rejected);
+            return;
+        }
+        if let Some((primary, marker)) = marker {
+            // The marker saying where the variants are.
+            memory.put_now(primary.lookup(), Arc::new(marker));
+        }
+        self.stored(weight);
+    }
+
+    /// Counts and traces a stored response, and hands it to the waiters.
+    fn stored(mut self: Box<Self>, weight: u64) {
+        self.span.record("stored_bytes", weight);
+        self.cache.record(Some(&self.counters), Event::Store);
+        tracing::debug!(parent: &self.span, key = %self.key.full, bytes = weight, "response stored");
+        if let Some(flight) = self.flight.take() {
+            flight.finish(&self.cache.shared.flights, Outcome::Stored, 0);
         }
     }
 }
@@ -207,15 +186,7 @@ impl Pending {
                 written = remote.put(primary.lookup(), Arc::new(marker)).await;
             }
             match written {
-                Ok(()) => {
-                    let mut this = *self;
-                    this.span.record("stored_bytes", weight);
-                    this.cache.record(Some(&this.counters), Event::Store);
-                    tracing::debug!(parent: &this.span, key = %this.key.full, bytes = weight, "response stored");
-                    if let Some(flight) = this.flight.take() {
-                        flight.finish(&this.cache.shared.flights, Outcome::Stored, 0);
-                    }
-                }
+                Ok(()) => self.stored(weight),
                 Err(e) => {
                     self.cache.store_error("put", &e);
                     self.not_stored(Reason::StoreFailed);

@@ -94,6 +94,26 @@ impl Hits {
     }
 }
 
+/// A tiny database whose data is a version number bumped by each write,
+/// with its reads counted (the state of the catalogue routes).
+#[derive(Clone, Default)]
+pub struct Db {
+    pub version: Arc<std::sync::atomic::AtomicU64>,
+    pub reads: Hits,
+}
+
+/// A read: counted, answering `v<version>`.
+pub async fn db_read(axum::extract::State(db): axum::extract::State<Db>) -> String {
+    db.reads.bump();
+    format!("v{}", db.version.load(Ordering::SeqCst))
+}
+
+/// A write: bumps the version.
+pub async fn db_write(axum::extract::State(db): axum::extract::State<Db>) -> StatusCode {
+    db.version.fetch_add(1, Ordering::SeqCst);
+    StatusCode::NO_CONTENT
+}
+
 /// Serves a router on a free 127.0.0.1 port with a real hyper server.
 pub async fn serve(app: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
