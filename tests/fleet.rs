@@ -122,6 +122,7 @@ fn instance(cache: &Cache, db: &Db) -> Router {
         .route("/products", get(db_read).post(db_write))
         .route("/products/{id}", get(db_read).put(db_write))
         .route("/dashboard", get(db_read))
+        .route("/greeting", get(greeting))
         .with_state(db.clone())
         .layer(
             ServiceBuilder::new().layer(InvalidateOn::new(cache)).layer(
@@ -130,6 +131,21 @@ fn instance(cache: &Cache, db: &Db) -> Router {
                     .route("/dashboard", RoutePolicy::ttl(MIN).tags(["dashboard"])),
             ),
         )
+}
+
+/// A response that varies on `Accept-Language`.
+async fn greeting(headers: http::HeaderMap) -> ([(http::HeaderName, &'static str); 1], String) {
+    let lang = headers
+        .get("accept-language")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("en")
+        .to_owned();
+    let text = if lang.starts_with("fr") {
+        "bonjour"
+    } else {
+        "hello"
+    };
+    ([(http::header::VARY, "accept-language")], text.to_owned())
 }
 
 /// A store the scenarios can share between instances, break and mend.
@@ -308,6 +324,31 @@ async fn a_store_that_hangs_costs_no_more_than_the_timeout(backend: &mut impl Ba
     backend.mend();
 }
 
+async fn variants_stay_apart_across_instances(backend: &impl Backend) {
+    let db = Db::default();
+    let (cache_a, cache_b) = (backend.cache(), backend.cache());
+    let a = serve(instance(&cache_a, &db)).await;
+    let b = serve(instance(&cache_b, &db)).await;
+    let client = client();
+    let fr = [("accept-language", "fr")];
+    let en = [("accept-language", "en")];
+    assert_eq!(
+        fetch(&client, a, "GET", "/greeting", &fr).await.text(),
+        "bonjour"
+    );
+    until_stored(&cache_a, 1).await;
+    // B has the French variant, not an English one.
+    let english = fetch(&client, b, "GET", "/greeting", &en).await;
+    assert!(!english.is_hit(), "{}", english.cache_status());
+    assert_eq!(english.text(), "hello");
+    until_stored(&cache_b, 1).await;
+    for (addr, lang, text) in [(a, &en, "hello"), (b, &fr, "bonjour"), (a, &fr, "bonjour")] {
+        let seen = fetch(&client, addr, "GET", "/greeting", lang).await;
+        assert!(seen.is_hit(), "{lang:?}: {}", seen.cache_status());
+        assert_eq!(seen.text(), text);
+    }
+}
+
 async fn invalidate_request_reaches_the_shared_store(backend: &impl Backend) {
     let db = Db::default();
     let cache = backend.cache();
@@ -364,6 +405,11 @@ mod on_a_test_store {
     #[tokio::test]
     async fn a_store_that_hangs_costs_no_more_than_the_timeout() {
         super::a_store_that_hangs_costs_no_more_than_the_timeout(&mut SharedStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn variants_stay_apart_across_instances() {
+        super::variants_stay_apart_across_instances(&SharedStore::default()).await;
     }
 
     #[tokio::test]
@@ -439,6 +485,11 @@ mod on_redis {
     #[tokio::test]
     async fn a_store_that_hangs_costs_no_more_than_the_timeout() {
         super::a_store_that_hangs_costs_no_more_than_the_timeout(&mut Redis::start()).await;
+    }
+
+    #[tokio::test]
+    async fn variants_stay_apart_across_instances() {
+        super::variants_stay_apart_across_instances(&Redis::start()).await;
     }
 
     #[tokio::test]
