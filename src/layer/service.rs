@@ -486,6 +486,20 @@ where
         let _entered = span.enter();
         let now_ms = shared.clock.now_ms();
         let found = self.cache.find(&key, &parts.headers, now_ms, &route.stats);
+        if let Found::Fresh(entry) = &found {
+            // The common case, answered without moving the request around.
+            let response = hit(
+                &self.cache,
+                route,
+                &key,
+                &parts.headers,
+                head,
+                entry,
+                now_ms,
+                &span,
+            );
+            return ResponseFuture::ready(response);
+        }
         let born = shared.memory.index.generation();
         let asked = Asked { key, parts, head };
         answer(
@@ -516,6 +530,36 @@ struct Keyed {
     asked: Asked,
 }
 
+/// A fresh hit: the stored response (or its HEAD or 304 form), counted
+/// and traced.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn hit<B>(
+    cache: &Cache,
+    route: &CompiledRoute,
+    key: &CacheKey,
+    request: &HeaderMap,
+    head: bool,
+    entry: &Entry,
+    now_ms: u64,
+    span: &tracing::Span,
+) -> Response<CacheBody<B>> {
+    cache.record(Some(&route.stats), Event::Hit);
+    let (response, not_modified) = respond(
+        entry,
+        now_ms,
+        head,
+        Some(request),
+        hit_status(entry, now_ms),
+    );
+    if not_modified {
+        cache.record(Some(&route.stats), Event::NotModified);
+    }
+    span.record("outcome", "hit");
+    tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
+    response
+}
+
 /// Answers a request from what the lookup found: a hit or a stale entry at
 /// once, a miss through `svc` (the service that was polled ready), or a
 /// wait for another request's origin call. `born` is the generation read
@@ -542,22 +586,16 @@ where
     let Asked { key, parts, head } = asked;
     let shared = &cache.shared;
     match found {
-        Found::Fresh(entry) => {
-            cache.record(Some(&route.stats), Event::Hit);
-            let (response, not_modified) = respond(
-                &entry,
-                now_ms,
-                head,
-                Some(&parts.headers),
-                hit_status(&entry, now_ms),
-            );
-            if not_modified {
-                cache.record(Some(&route.stats), Event::NotModified);
-            }
-            span.record("outcome", "hit");
-            tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
-            ResponseFuture::ready(response)
-        }
+        Found::Fresh(entry) => ResponseFuture::ready(hit(
+            cache,
+            route,
+            &key,
+            &parts.headers,
+            head,
+            &entry,
+            now_ms,
+            span,
+        )),
         Found::Stale { entry, marker } => {
             cache.record(Some(&route.stats), Event::Stale);
             let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
