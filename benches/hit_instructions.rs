@@ -16,40 +16,24 @@
 //! program only checks that what it drives is a hit; `bare` or `hit` as an
 //! argument drives only that service (for `perf stat`).
 
+#[path = "support/inline.rs"]
+mod inline;
+
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, Response};
-use http_body_util::Full;
+use http::Request;
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tower_response_cache::{Cache, CacheLayer};
 
-struct NoopWake;
-
-impl Wake for NoopWake {
-    fn wake(self: Arc<Self>) {}
-}
-
-fn poll_now<F: Future>(cx: &mut Context<'_>, future: F) -> F::Output {
-    match pin!(future).poll(cx) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("future not ready on its first poll"),
-    }
-}
-
-static BODY: [u8; 1024] = [b'x'; 1024];
-const HIT_PATH: &str = "/items/1?a=1";
+use inline::*;
 
 fn requests(n: usize) -> Vec<Request<()>> {
-    (0..n)
-        .map(|_| Request::get(HIT_PATH).body(()).expect("a valid request"))
-        .collect()
+    (0..n).map(|_| request(HIT_PATH)).collect()
 }
 
 #[inline(never)]
@@ -89,12 +73,7 @@ fn main() {
     let waker = Waker::from(Arc::new(NoopWake));
     let mut cx = Context::from_waker(&waker);
     let bare = service_fn(|_req: Request<()>| async {
-        let mut response = Response::new(Full::new(Bytes::from_static(&BODY)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-        Ok::<_, Infallible>(response)
+        Ok::<_, Infallible>(origin_response(Bytes::from_static(&BODY)))
     });
     let cache = Cache::builder().build();
     let cached = ServiceBuilder::new()

@@ -15,22 +15,25 @@
 //! cargo bench --bench hit_path
 //! ```
 
+#[path = "support/inline.rs"]
+mod inline;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion};
-use http::{header, Request, Response};
-use http_body_util::{BodyExt, Full};
-use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tower::{service_fn, Service, ServiceBuilder};
 use tower_response_cache::{Cache, CacheLayer};
+
+use inline::*;
 
 // ---------------------------------------------------------------------------
 // A counting allocator: bytes and blocks currently allocated.
@@ -87,55 +90,6 @@ static GLOBAL: Counting = Counting;
 
 fn live() -> (usize, usize) {
     (LIVE_BYTES.load(Relaxed), LIVE_BLOCKS.load(Relaxed))
-}
-
-// ---------------------------------------------------------------------------
-// Driving a future without a runtime
-// ---------------------------------------------------------------------------
-
-struct NoopWake;
-
-impl Wake for NoopWake {
-    fn wake(self: Arc<Self>) {}
-}
-
-/// Polls `future` once; the paths measured here never wait.
-fn poll_now<F: Future>(cx: &mut Context<'_>, future: F) -> F::Output {
-    match pin!(future).poll(cx) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("future not ready on its first poll: the path is not synchronous"),
-    }
-}
-
-/// One request through a clone of `service`, the way hyper and axum call
-/// a tower service.
-#[inline]
-fn one<S, B>(cx: &mut Context<'_>, service: &S, req: Request<B>) -> S::Response
-where
-    S: Service<Request<B>> + Clone,
-    S::Error: std::fmt::Debug,
-{
-    poll_now(cx, service.clone().oneshot(req)).expect("the service does not fail")
-}
-
-// ---------------------------------------------------------------------------
-// The origin
-// ---------------------------------------------------------------------------
-
-const BODY_LEN: usize = 1024;
-static BODY: [u8; BODY_LEN] = [b'x'; BODY_LEN];
-
-fn origin_response(body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn request(path: &str) -> Request<()> {
-    Request::get(path).body(()).expect("a valid request")
 }
 
 fn cache_status<B>(response: &Response<B>) -> &str {
@@ -197,8 +151,6 @@ fn measure_memory(cx: &mut Context<'_>) -> Memory {
 // ---------------------------------------------------------------------------
 // (a) Hit against bare
 // ---------------------------------------------------------------------------
-
-const HIT_PATH: &str = "/items/1?a=1";
 
 /// Times `BATCHES` batches of `BATCH` requests (built outside the timed
 /// loop) and returns nanoseconds per request.
