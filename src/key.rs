@@ -96,10 +96,31 @@ impl CacheKey {
     }
 }
 
+/// Whether `b` holds a `%`, eight bytes at a time.
+#[inline]
+fn has_percent(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGHS: u64 = ONES << 7;
+    const PERCENTS: u64 = ONES * b'%' as u64;
+    let mut words = b.chunks_exact(8);
+    for word in words.by_ref() {
+        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes")) ^ PERCENTS;
+        // A zero byte in `x` is a `%` in the word.
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return true;
+        }
+    }
+    words.remainder().contains(&b'%')
+}
+
 /// Checks percent-encoding: every `%` is followed by two hex digits, and
 /// `%00` (an encoded NUL) is refused.
-fn well_formed(s: &str) -> bool {
-    let b = s.as_bytes();
+#[inline]
+pub(crate) fn well_formed(s: &str) -> bool {
+    !has_percent(s.as_bytes()) || well_escaped(s.as_bytes())
+}
+
+fn well_escaped(b: &[u8]) -> bool {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -149,32 +170,37 @@ fn pair_name(pair: &str) -> &str {
 
 /// Whether the query's pairs are all non-empty, kept, and sorted by name
 /// already (one pass over its bytes).
-fn in_order(query: &str, policy: &RoutePolicy) -> bool {
+pub(crate) fn in_order(query: &str, policy: &RoutePolicy) -> bool {
     let bytes = query.as_bytes();
+    let ignoring = policy.has_ignored();
+    if !ignoring && !bytes.is_empty() && !bytes.contains(&b'&') {
+        // One pair, nothing to drop.
+        return true;
+    }
     let mut previous: &[u8] = b"";
     let mut start = 0;
-    while start <= bytes.len() {
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b'&')
-            .map_or(bytes.len(), |i| start + i);
-        if end == start {
-            return false;
+    let mut name_end = usize::MAX;
+    for i in 0..=bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(b'&');
+        if b == b'=' && name_end == usize::MAX {
+            name_end = i;
+        } else if b == b'&' {
+            if i == start {
+                return false;
+            }
+            let end = name_end.min(i);
+            let name = &bytes[start..end];
+            if name < previous {
+                return false;
+            }
+            // `&` and `=` are ASCII: these are character boundaries.
+            if ignoring && policy.ignores(&query[start..end]) {
+                return false;
+            }
+            previous = name;
+            start = i + 1;
+            name_end = usize::MAX;
         }
-        let name_end = bytes[start..end]
-            .iter()
-            .position(|&b| b == b'=')
-            .map_or(end, |i| start + i);
-        let name = &bytes[start..name_end];
-        if name < previous {
-            return false;
-        }
-        // `&` and `=` are ASCII: these are character boundaries.
-        if policy.has_ignored() && policy.ignores(&query[start..name_end]) {
-            return false;
-        }
-        previous = name;
-        start = end + 1;
     }
     true
 }
@@ -329,6 +355,23 @@ mod tests {
         assert!(is_hashed_form_of(k.lookup(), &k.full));
         assert!(!is_hashed_form_of(k.lookup(), "/p"));
         assert!(!is_hashed_form_of(&k.full, &k.full));
+    }
+
+    #[test]
+    fn percent_found_in_any_position() {
+        for len in 0..20 {
+            let clean = "a".repeat(len);
+            assert!(!has_percent(clean.as_bytes()));
+            for at in 0..len {
+                let mut b = clean.clone().into_bytes();
+                b[at] = b'%';
+                assert!(has_percent(&b), "len {len}, at {at}");
+            }
+        }
+        // Bytes next to `%` (0x25) in value do not count.
+        assert!(!has_percent(&[
+            0x24, 0x26, 0xa5, 0x05, 0x24, 0x26, 0xa5, 0x05, 0x26
+        ]));
     }
 
     #[test]

@@ -4,6 +4,32 @@ use std::time::Duration;
 
 use http::header;
 use http::request::Parts;
+use http::{HeaderMap, Uri};
+
+/// What a request's headers ask that a hit must know, read in one pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Asks {
+    /// `Authorization` or `Cookie`.
+    pub(crate) credentials: bool,
+    /// `If-None-Match` or `If-Modified-Since`.
+    pub(crate) conditional: bool,
+}
+
+impl Asks {
+    /// One pass over the headers: cheaper than a hashed lookup per name.
+    #[inline]
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut asks = Self::default();
+        for name in headers.keys() {
+            if name == header::AUTHORIZATION || name == header::COOKIE {
+                asks.credentials = true;
+            } else if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE {
+                asks.conditional = true;
+            }
+        }
+        asks
+    }
+}
 use tower_layer::Layer;
 
 use super::CacheService;
@@ -25,6 +51,8 @@ pub(crate) const FALLBACK_PATTERN: &str = "*";
 pub(crate) struct Config {
     pub(crate) rules: Rules,
     pub(crate) fallback: Option<CompiledRoute>,
+    /// The cache, held here so that a service clone bumps one count.
+    pub(crate) cache: Cache,
 }
 
 impl Config {
@@ -35,6 +63,35 @@ impl Config {
             return self.fallback.as_ref();
         }
         self.rules.find(path).or(self.fallback.as_ref())
+    }
+
+    /// The route and key of a request whose key is its path and query as
+    /// they stand: no scope or key headers on its route, no credentials, a
+    /// query already in order with nothing to drop, nothing to hash.
+    /// `None` sends the request down the general path
+    /// ([`classify`](Self::classify)), which builds the same key.
+    #[inline]
+    pub(crate) fn plain_key<'a>(
+        &'a self,
+        uri: &'a Uri,
+        asks: Asks,
+        max_key_bytes: usize,
+    ) -> Option<(&'a CompiledRoute, &'a str)> {
+        let route = self.find(uri.path())?;
+        let policy = &route.policy;
+        if policy.scope.is_some() || !policy.key_headers.is_empty() || asks.credentials {
+            return None;
+        }
+        let key = uri.path_and_query()?.as_str();
+        if key.len() > key::HASH_ABOVE.min(max_key_bytes) || !key.starts_with('/') {
+            return None;
+        }
+        if let Some(query) = uri.query() {
+            if query.is_empty() || !key::in_order(query, policy) {
+                return None;
+            }
+        }
+        key::well_formed(key).then_some((route, key))
     }
 
     /// The route and key of a GET or HEAD request, or why it bypasses.
@@ -114,7 +171,6 @@ impl Config {
 #[derive(Clone)]
 #[must_use]
 pub struct CacheLayer {
-    cache: Cache,
     config: Arc<Config>,
 }
 
@@ -122,10 +178,10 @@ impl CacheLayer {
     /// A layer on `cache`, with no rules yet.
     pub fn new(cache: &Cache) -> Self {
         Self {
-            cache: cache.clone(),
             config: Arc::new(Config {
                 rules: Rules::new(),
                 fallback: None,
+                cache: cache.clone(),
             }),
         }
     }
@@ -148,7 +204,7 @@ impl CacheLayer {
     pub fn policy(mut self, policy: impl Into<RoutePolicy>) -> Self {
         let pattern: Arc<str> = FALLBACK_PATTERN.into();
         let fallback = CompiledRoute {
-            stats: self.cache.route_counters(&pattern),
+            stats: self.config.cache.route_counters(&pattern),
             pattern,
             policy: policy.into(),
         };
@@ -167,7 +223,7 @@ impl CacheLayer {
     pub fn route(mut self, pattern: &str, policy: impl Into<RoutePolicy>) -> Self {
         let pattern: Arc<str> = pattern.into();
         let route = CompiledRoute {
-            stats: self.cache.route_counters(&pattern),
+            stats: self.config.cache.route_counters(&pattern),
             pattern: pattern.clone(),
             policy: policy.into(),
         };
@@ -196,10 +252,10 @@ impl CacheLayer {
         if request.method != http::Method::GET && request.method != http::Method::HEAD {
             return false;
         }
-        let shared = &self.cache.shared;
-        match self.config.classify(request, shared.max_key_bytes) {
+        let cache = &self.config.cache;
+        match self.config.classify(request, cache.shared.max_key_bytes) {
             Ok((_, key)) => {
-                self.cache.invalidate_by(
+                cache.invalidate_by(
                     &[crate::Target::Key(key.full.clone())],
                     "invalidate_request",
                 );
@@ -226,6 +282,96 @@ impl<S> Layer<S> for CacheLayer {
     type Service = CacheService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CacheService::new(inner, self.cache.clone(), self.config.clone())
+        CacheService::new(inner, self.config.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path's key is the general path's key, whenever the fast
+    /// path takes a request at all.
+    #[test]
+    fn plain_keys_are_the_keys_classify_builds() {
+        let cache = Cache::builder().build();
+        let layer = CacheLayer::new(&cache)
+            .ttl(Duration::from_secs(1))
+            .route(
+                "/tracked",
+                RoutePolicy::ttl(Duration::from_secs(1)).ignore_query_params(["utm_*"]),
+            )
+            .route(
+                "/scoped",
+                RoutePolicy::ttl(Duration::from_secs(1)).scope(|_| Some("u".into())),
+            );
+        let long = format!("/p?a={}", "x".repeat(300));
+        let uris = [
+            "/p",
+            "/p?",
+            "/p?a=1",
+            "/p?a=1&b=2",
+            "/p?b=2&a=1",
+            "/p?a=1&&b=2",
+            "/p?a",
+            "/p?=1",
+            "/p?a=%41",
+            "/p?a=%4",
+            "/p%00",
+            "/p/%2F?x=%zz",
+            "/tracked?a=1",
+            "/tracked?utm_source=x",
+            "/tracked?a=1&utm_source=x",
+            "/scoped?a=1",
+            "http://example.com/p?a=1",
+            &long,
+        ];
+        let mut fast = 0;
+        for uri in uris {
+            for asks in [
+                Asks::default(),
+                Asks {
+                    credentials: true,
+                    conditional: false,
+                },
+            ] {
+                let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+                let Some((route, key)) = layer.config.plain_key(&parts.uri, asks, 8192) else {
+                    continue;
+                };
+                assert!(
+                    !asks.credentials,
+                    "{uri}: credentials take the general path"
+                );
+                let (general_route, general) =
+                    layer.config.classify(&parts, 8192).unwrap_or_else(|e| {
+                        panic!("{uri}: fast path keyed what classify refuses: {:?}", e.0)
+                    });
+                assert_eq!(route.pattern, general_route.pattern, "{uri}");
+                assert_eq!(key, general.full, "{uri}");
+                assert_eq!(key, general.lookup(), "{uri}");
+                fast += 1;
+            }
+        }
+        // "/p", "/p?a=1", "/p?a=1&b=2", "/p?a", "/p?=1", "/p?a=%41",
+        // "/tracked?a=1" and the absolute form.
+        assert_eq!(fast, 8);
+    }
+
+    #[test]
+    fn asks_reads_credentials_and_validators() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, "*/*".parse().unwrap());
+        let asks = Asks::of(&headers);
+        assert!(!asks.credentials && !asks.conditional);
+        headers.insert(header::IF_NONE_MATCH, "\"e\"".parse().unwrap());
+        assert!(Asks::of(&headers).conditional);
+        headers.insert(header::COOKIE, "a=1".parse().unwrap());
+        assert!(Asks::of(&headers).credentials);
+        let mut auth = HeaderMap::new();
+        auth.insert(header::AUTHORIZATION, "Bearer x".parse().unwrap());
+        auth.insert(header::IF_MODIFIED_SINCE, "x".parse().unwrap());
+        let asks = Asks::of(&auth);
+        assert!(asks.credentials && asks.conditional);
     }
 }

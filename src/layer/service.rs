@@ -7,7 +7,7 @@ use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::future::{Plan, ResponseFuture};
-use super::layer::Config;
+use super::layer::{Asks, Config};
 use super::CacheBody;
 use crate::cache::flight::{Join, Leader, Outcome};
 use crate::cache::stats::{Counters, Event, Reason};
@@ -23,7 +23,7 @@ use crate::store::{Entry, EntryParts, Lookup, StoreError};
 /// [`CacheBody`]. Clones share the cache and the rules.
 pub struct CacheService<S> {
     inner: S,
-    cache: Cache,
+    /// The rules and the cache: one count to bump per clone.
     config: Arc<Config>,
 }
 
@@ -31,7 +31,6 @@ impl<S: Clone> Clone for CacheService<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            cache: self.cache.clone(),
             config: self.config.clone(),
         }
     }
@@ -47,12 +46,8 @@ impl<S: std::fmt::Debug> std::fmt::Debug for CacheService<S> {
 }
 
 impl<S> CacheService<S> {
-    pub(crate) fn new(inner: S, cache: Cache, config: Arc<Config>) -> Self {
-        Self {
-            inner,
-            cache,
-            config,
-        }
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
     }
 
     /// The inner service.
@@ -291,15 +286,31 @@ impl Cache {
         now_ms: u64,
         counters: &Counters,
     ) -> Found {
+        let first = self.shared.memory.lookup_now(key.lookup());
+        self.find_from(first, key, headers, now_ms, counters)
+    }
+
+    /// [`find`](Self::find), given what the lookup of `key` itself gave.
+    pub(crate) fn find_from(
+        &self,
+        first: Lookup,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        now_ms: u64,
+        counters: &Counters,
+    ) -> Found {
         let memory = &self.shared.memory;
         let mut variant: Option<CacheKey> = None;
         let mut marker = None;
+        let mut lookup = first;
         loop {
             let k = variant.as_ref().unwrap_or(key);
-            let lookup = memory.lookup_now(k.lookup());
             match self.judge(lookup, k, key, headers, now_ms, counters, &mut marker) {
                 Step::Answer(found) => return found,
-                Step::Variant(v) => variant = Some(v),
+                Step::Variant(v) => {
+                    lookup = memory.lookup_now(v.lookup());
+                    variant = Some(v);
+                }
             }
         }
     }
@@ -347,7 +358,9 @@ fn kept_in_304(name: &HeaderName) -> bool {
 }
 
 /// Builds a response from an entry: the full response, its HEAD form, or
-/// a 304 when the request's validators match.
+/// a 304 when the request's validators match (`request`: the headers of a
+/// request that may carry validators).
+#[inline]
 pub(crate) fn respond<B>(
     entry: &Entry,
     now_ms: u64,
@@ -372,6 +385,22 @@ pub(crate) fn respond<B>(
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
+    if let (false, false, Some((ready, etag))) = (head, not_modified, entry.ready_head()) {
+        // The usual hit: a copy of the ready head, its last three values
+        // set in place.
+        let mut out = ready.clone();
+        let mut values = out.values_mut();
+        values.next();
+        if let (Some(e), Some(a), Some(c)) = (values.next(), values.next(), values.next()) {
+            (*e, *a, *c) = (etag.clone(), age, cache_status);
+        }
+        debug_assert!(values.next().is_none(), "a ready head holds four headers");
+        // `HeaderMap::new` does not allocate: the empty map replaced needs
+        // no drop.
+        std::mem::forget(std::mem::replace(response.headers_mut(), out));
+        return (response, false);
+    }
     let out = response.headers_mut();
     out.reserve(entry.header_count() + 3);
     // Appended without looking for earlier values: an entry never holds
@@ -381,15 +410,13 @@ pub(crate) fn respond<B>(
             out.append(name.clone(), value.clone());
         }
     }
-    // On a 304 too, Content-Length is the full representation's (RFC 9110,
-    // section 8.6).
-    if entry.status() != StatusCode::NO_CONTENT {
+    // A full body states its own length (its size hint is exact, and
+    // hyper writes it). HEAD and 304 say the full representation's (RFC
+    // 9110, sections 8.6 and 9.3.2).
+    if (head || not_modified) && entry.status() != StatusCode::NO_CONTENT {
         out.append(header::CONTENT_LENGTH, entry.content_length());
     }
-    out.append(
-        header::AGE,
-        headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000),
-    );
+    out.append(header::AGE, age);
     out.append(headers::CACHE_STATUS.clone(), cache_status);
     (response, not_modified)
 }
@@ -451,8 +478,36 @@ where
             return self.bypass(req, Reason::Method, None);
         };
         let config = &*self.config;
+        let cache = &config.cache;
+        let shared = &cache.shared;
+        // The common case first: a fresh entry in memory, stored under the
+        // request's path and query as they stand.
+        let mut first = None;
+        if shared.remote.is_none() {
+            let asks = Asks::of(req.headers());
+            if let Some((route, key)) = config.plain_key(req.uri(), asks, shared.max_key_bytes) {
+                let now_ms = shared.clock.now_ms();
+                match shared.memory.lookup_now(key) {
+                    Lookup::Found(entry)
+                        if now_ms < entry.fresh_until_ms() && entry.vary().is_none() =>
+                    {
+                        let conditional = asks.conditional.then(|| req.headers());
+                        let serve =
+                            |span| hit(cache, route, key, conditional, head, &entry, now_ms, span);
+                        if !debug_wanted() {
+                            return ResponseFuture::ready(serve(None));
+                        }
+                        let span = request_span(key, route);
+                        let _entered = span.enter();
+                        return ResponseFuture::ready(serve(Some(&span)));
+                    }
+                    // Judged again below, with the key in its general form.
+                    lookup => first = Some((lookup, now_ms)),
+                }
+            }
+        }
         let (parts, body) = req.into_parts();
-        let (route, key) = match config.classify(&parts, self.cache.shared.max_key_bytes) {
+        let (route, key) = match config.classify(&parts, shared.max_key_bytes) {
             Ok(found) => found,
             Err((Reason::NoRule, _)) => {
                 // Not this layer's path: untouched, uncounted (another
@@ -463,18 +518,17 @@ where
             }
             Err((reason, route)) => {
                 let req = Request::from_parts(parts, body);
-                return bypass(&mut self.inner, &self.cache, req, reason, route);
+                return bypass(&mut self.inner, cache, req, reason, route);
             }
         };
-        let span = request_span(&key, route);
-        let shared = &self.cache.shared;
+        let span = request_span(&key.full, route);
         if shared.remote.is_some() {
             // A network store: the lookup is awaited, on the service that
             // was polled ready.
             let clone = self.inner.clone();
             let svc = std::mem::replace(&mut self.inner, clone);
             let lookup = Keyed {
-                cache: self.cache.clone(),
+                cache: cache.clone(),
                 route: route.clone(),
                 asked: Asked { key, parts, head },
             };
@@ -484,27 +538,16 @@ where
             ));
         }
         let _entered = span.enter();
-        let now_ms = shared.clock.now_ms();
-        let found = self.cache.find(&key, &parts.headers, now_ms, &route.stats);
-        if let Found::Fresh(entry) = &found {
-            // The common case, answered without moving the request around.
-            let response = hit(
-                &self.cache,
-                route,
-                &key,
-                &parts.headers,
-                head,
-                entry,
-                now_ms,
-                &span,
-            );
-            return ResponseFuture::ready(response);
-        }
+        let (lookup, now_ms) = first.unwrap_or_else(|| {
+            let now_ms = shared.clock.now_ms();
+            (shared.memory.lookup_now(key.lookup()), now_ms)
+        });
+        let found = cache.find_from(lookup, &key, &parts.headers, now_ms, &route.stats);
         let born = shared.memory.index.generation();
         let asked = Asked { key, parts, head };
         answer(
             &mut self.inner,
-            &self.cache,
+            cache,
             route,
             asked,
             body,
@@ -533,30 +576,27 @@ struct Keyed {
 /// A fresh hit: the stored response (or its HEAD or 304 form), counted
 /// and traced.
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 fn hit<B>(
     cache: &Cache,
     route: &CompiledRoute,
-    key: &CacheKey,
-    request: &HeaderMap,
+    key: &str,
+    conditional: Option<&HeaderMap>,
     head: bool,
     entry: &Entry,
     now_ms: u64,
-    span: &tracing::Span,
+    span: Option<&tracing::Span>,
 ) -> Response<CacheBody<B>> {
     cache.record(Some(&route.stats), Event::Hit);
-    let (response, not_modified) = respond(
-        entry,
-        now_ms,
-        head,
-        Some(request),
-        hit_status(entry, now_ms),
-    );
+    let (response, not_modified) =
+        respond(entry, now_ms, head, conditional, hit_status(entry, now_ms));
     if not_modified {
         cache.record(Some(&route.stats), Event::NotModified);
     }
-    span.record("outcome", "hit");
-    tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
+    if let Some(span) = span {
+        span.record("outcome", "hit");
+    }
+    tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
     response
 }
 
@@ -589,12 +629,12 @@ where
         Found::Fresh(entry) => ResponseFuture::ready(hit(
             cache,
             route,
-            &key,
-            &parts.headers,
+            &key.full,
+            Some(&parts.headers),
             head,
             &entry,
             now_ms,
-            span,
+            Some(span),
         )),
         Found::Stale { entry, marker } => {
             cache.record(Some(&route.stats), Event::Stale);
@@ -828,7 +868,7 @@ impl<S> CacheService<S> {
     where
         S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     {
-        bypass(&mut self.inner, &self.cache, req, reason, route)
+        bypass(&mut self.inner, &self.config.cache, req, reason, route)
     }
 }
 
@@ -880,13 +920,13 @@ fn debug_wanted() -> bool {
 /// The request's `http_cache` span, made only when a subscriber may want
 /// debug spans (so the key is formatted only then); `Span::none()` otherwise.
 #[inline]
-fn request_span(key: &CacheKey, route: &CompiledRoute) -> tracing::Span {
+fn request_span(key: &str, route: &CompiledRoute) -> tracing::Span {
     if !debug_wanted() {
         return tracing::Span::none();
     }
     tracing::debug_span!(
         "http_cache",
-        key = %key.full,
+        key,
         route = %route.pattern,
         outcome = tracing::field::Empty,
         reason = tracing::field::Empty,
@@ -1044,7 +1084,7 @@ mod tests {
             .with_test_writer()
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let span = request_span(&key, &route);
+            let span = request_span(&key.full, &route);
             assert!(!span.is_disabled());
             assert_eq!(span.metadata().map(|m| m.name()), Some("http_cache"));
         });
@@ -1060,15 +1100,26 @@ mod tests {
             ),
             (header::ETAG, etag.clone()),
         ]);
-        let want = [
-            "content-type: application/json",
-            "etag: \"e\"",
-            "content-length: 5",
-            "age: 2",
-            "cache-status: tower-response-cache; hit; ttl=57",
-        ];
-        assert_eq!(head(&usual, false), want);
-        assert_eq!(head(&usual, true), want);
+        // A GET's body states its length; a HEAD says it in the header.
+        assert_eq!(
+            head(&usual, false),
+            [
+                "content-type: application/json",
+                "etag: \"e\"",
+                "age: 2",
+                "cache-status: tower-response-cache; hit; ttl=57",
+            ]
+        );
+        assert_eq!(
+            head(&usual, true),
+            [
+                "content-type: application/json",
+                "etag: \"e\"",
+                "content-length: 5",
+                "age: 2",
+                "cache-status: tower-response-cache; hit; ttl=57",
+            ]
+        );
         let more = entry(vec![
             (header::CONTENT_TYPE, HeaderValue::from_static("image/png")),
             (

@@ -11,10 +11,10 @@ mod memory;
 mod redis;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 pub use memory::MemoryStore;
 /// Hand-built entries for the Redis store's integration tests.
@@ -79,6 +79,13 @@ static COMMON_HEADERS: [[(HeaderName, HeaderValue); 1]; COMMON_VALUES.len()] = {
 
 /// `ETag`, as a static the entry's headers can borrow.
 static ETAG: HeaderName = header::ETAG;
+
+/// For each common `Content-Type`, the head of the usual hit, made once:
+/// that `Content-Type`, then `ETag`, `Age` and `Cache-Status` with empty
+/// values to be set by position. Cloning it copies the names and their
+/// hashes rather than hashing each name into a new map.
+static READY_HEADS: [OnceLock<HeaderMap>; COMMON_VALUES.len()] =
+    [const { OnceLock::new() }; COMMON_VALUES.len()];
 
 /// A stored response, with what invalidation needs to judge it: the path it
 /// was stored for, its tags, and the generation at which its origin read
@@ -454,6 +461,26 @@ impl Entry {
     pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         let etag = self.etag.as_ref().map(|v| (&ETAG, v));
         self.header_slice().iter().map(|(n, v)| (n, v)).chain(etag)
+    }
+
+    /// The head of a full response from this entry, ready to clone, with
+    /// its `ETag`, `Age` and `Cache-Status` values (the last three) to be
+    /// set by position: for the usual entry, a common `Content-Type` and an
+    /// `ETag`; `None` for any other.
+    #[inline]
+    pub(crate) fn ready_head(&self) -> Option<(&'static HeaderMap, &HeaderValue)> {
+        let etag = self.etag.as_ref()?;
+        let i = usize::from(self.common_headers).checked_sub(1)?;
+        let head = READY_HEADS[i].get_or_init(|| {
+            let empty = HeaderValue::from_static("");
+            let mut head = HeaderMap::with_capacity(4);
+            head.append(header::CONTENT_TYPE, COMMON_VALUES[i].clone());
+            head.append(header::ETAG, empty.clone());
+            head.append(header::AGE, empty.clone());
+            head.append(crate::headers::CACHE_STATUS.clone(), empty);
+            head
+        });
+        Some((head, etag))
     }
 
     /// The stored body.
