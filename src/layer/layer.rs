@@ -98,6 +98,7 @@ impl Config {
     pub(crate) fn classify(
         &self,
         parts: &Parts,
+        asks: Asks,
         max_key_bytes: usize,
     ) -> Result<(&CompiledRoute, CacheKey), (Reason, Option<&CompiledRoute>)> {
         let Some(route) = self.find(parts.uri.path()) else {
@@ -109,12 +110,10 @@ impl Config {
                 Some(s) => Some(s),
                 None => return Err((Reason::NoScope, Some(route))),
             },
-            None if parts.headers.contains_key(header::AUTHORIZATION) => {
+            None if asks.credentials && parts.headers.contains_key(header::AUTHORIZATION) => {
                 return Err((Reason::Authorization, Some(route)));
             }
-            None if parts.headers.contains_key(header::COOKIE) => {
-                return Err((Reason::Cookie, Some(route)));
-            }
+            None if asks.credentials => return Err((Reason::Cookie, Some(route))),
             None => None,
         };
         key::build(
@@ -253,7 +252,11 @@ impl CacheLayer {
             return false;
         }
         let cache = &self.config.cache;
-        match self.config.classify(request, cache.shared.max_key_bytes) {
+        match self.config.classify(
+            request,
+            Asks::of(&request.headers),
+            cache.shared.max_key_bytes,
+        ) {
             Ok((_, key)) => {
                 cache.invalidate_by(
                     &[crate::Target::Key(key.full.clone())],
@@ -343,8 +346,10 @@ mod tests {
                     !asks.credentials,
                     "{uri}: credentials take the general path"
                 );
-                let (general_route, general) =
-                    layer.config.classify(&parts, 8192).unwrap_or_else(|e| {
+                let (general_route, general) = layer
+                    .config
+                    .classify(&parts, asks, 8192)
+                    .unwrap_or_else(|e| {
                         panic!("{uri}: fast path keyed what classify refuses: {:?}", e.0)
                     });
                 assert_eq!(route.pattern, general_route.pattern, "{uri}");

@@ -486,8 +486,8 @@ where
         // The common case first: a fresh entry in memory, stored under the
         // request's path and query as they stand.
         let mut first = None;
+        let asks = Asks::of(req.headers());
         if shared.remote.is_none() {
-            let asks = Asks::of(req.headers());
             if let Some((route, key)) = config.plain_key(req.uri(), asks, shared.max_key_bytes) {
                 let now_ms = shared.clock.now_ms();
                 match shared.memory.lookup_now(key) {
@@ -510,7 +510,7 @@ where
             }
         }
         let (parts, body) = req.into_parts();
-        let (route, key) = match config.classify(&parts, shared.max_key_bytes) {
+        let (route, key) = match config.classify(&parts, asks, shared.max_key_bytes) {
             Ok(found) => found,
             Err((Reason::NoRule, _)) => {
                 // Not this layer's path: untouched, uncounted (another
