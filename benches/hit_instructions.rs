@@ -19,16 +19,12 @@
 #[path = "support/inline.rs"]
 mod inline;
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
-use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
-use tower_response_cache::{Cache, CacheLayer};
+use tower::{Service, ServiceExt};
 
 use inline::*;
 
@@ -72,13 +68,8 @@ fn main() {
         .unwrap_or(20_000);
     let waker = Waker::from(Arc::new(NoopWake));
     let mut cx = Context::from_waker(&waker);
-    let bare = service_fn(|_req: Request<()>| async {
-        Ok::<_, Infallible>(origin_response(Bytes::from_static(&BODY)))
-    });
-    let cache = Cache::builder().build();
-    let cached = ServiceBuilder::new()
-        .layer(CacheLayer::new(&cache).ttl(Duration::from_secs(3600)))
-        .service(bare);
+    let bare = bare();
+    let (cache, cached) = cached(bare.clone());
     // Prime: the first request stores, once its body is read.
     for req in requests(2) {
         let response = poll_now(&mut cx, cached.clone().oneshot(req)).expect("infallible");

@@ -203,13 +203,8 @@ fn main() {
     // Memory first, while nothing else in the process allocates.
     let memory = measure_memory(&mut cx);
 
-    let bare = service_fn(|_req: Request<()>| async {
-        Ok::<_, Infallible>(origin_response(Bytes::from_static(&BODY)))
-    });
-    let cache = Cache::builder().build();
-    let cached = ServiceBuilder::new()
-        .layer(CacheLayer::new(&cache).ttl(Duration::from_secs(3600)))
-        .service(bare);
+    let bare = bare();
+    let (cache, cached) = cached(bare.clone());
 
     // Prime, then make sure what is measured is a hit.
     let first = one(&mut cx, &cached, request(HIT_PATH));

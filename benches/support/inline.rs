@@ -3,15 +3,18 @@
 //! front of.
 #![allow(dead_code)]
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
 use http_body_util::Full;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
+use tower_response_cache::{Cache, CacheLayer, CacheService};
 
 /// A waker that does nothing: every future polled here is ready at once.
 pub struct NoopWake;
@@ -57,4 +60,25 @@ pub fn origin_response(body: Bytes) -> Response<Full<Bytes>> {
 
 pub fn request(path: &str) -> Request<()> {
     Request::get(path).body(()).expect("a valid request")
+}
+
+/// The bare origin both benches measure against: the 1 KiB body, at once.
+pub fn bare() -> impl Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(origin_response(Bytes::from_static(&BODY)))
+    })
+}
+
+/// `origin` behind a fresh cache keeping every GET for an hour.
+pub fn cached<S>(origin: S) -> (Cache, CacheService<S>) {
+    let cache = Cache::builder().build();
+    let layer = CacheLayer::new(&cache).ttl(Duration::from_secs(3600));
+    (cache, layer.layer(origin))
 }
