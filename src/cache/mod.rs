@@ -24,12 +24,26 @@ use std::time::Duration;
 /// sizing the memory store's shards.
 const HEADROOM: u64 = 16 << 10;
 
-/// The cache's time: milliseconds on a wall-clock scale, advanced by
-/// tokio's monotonic clock (so a paused test clock moves it too).
+/// The cache's time: milliseconds on a wall-clock scale, advanced by a
+/// monotonic clock.
+///
+/// That clock is the system's coarse one (`CLOCK_MONOTONIC_COARSE` on
+/// Linux, through `coarsetime`): a few milliseconds coarse, which a TTL
+/// does not notice, and several times cheaper to read than the precise
+/// clock on the hit path. A cache built inside a tokio runtime whose clock
+/// is paused (a test) follows tokio's clock instead, so that
+/// `tokio::time::advance` moves its TTLs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     base_ms: u64,
-    start: Instant,
+    source: Source,
+}
+
+/// Where a [`Clock`] reads the time elapsed since it was made.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Coarse(coarsetime::Instant),
+    Tokio(Instant),
 }
 
 impl Clock {
@@ -37,16 +51,48 @@ impl Clock {
         let base_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        Self {
-            base_ms,
-            start: Instant::now(),
-        }
+        let source = if tokio_clock_paused() {
+            Source::Tokio(Instant::now())
+        } else {
+            Source::Coarse(coarsetime::Instant::now_without_cache_update())
+        };
+        Self { base_ms, source }
+    }
+
+    /// Whether this clock follows tokio's clock.
+    #[cfg(test)]
+    pub(crate) fn follows_tokio(&self) -> bool {
+        matches!(self.source, Source::Tokio(_))
     }
 
     #[inline]
     pub(crate) fn now_ms(&self) -> u64 {
-        self.base_ms + self.start.elapsed().as_millis() as u64
+        let elapsed = match self.source {
+            // Not `elapsed()`: that also writes coarsetime's shared
+            // "recent" timestamp, one cache line every core would fight for.
+            Source::Coarse(start) => coarsetime::Instant::now_without_cache_update()
+                .duration_since(start)
+                .as_millis(),
+            Source::Tokio(start) => start.elapsed().as_millis() as u64,
+        };
+        self.base_ms + elapsed
     }
+}
+
+/// Whether the current thread runs inside a tokio runtime whose clock is
+/// paused. Only a current-thread runtime can pause its clock, and a paused
+/// clock stands still while this thread spins, whereas a running one moves
+/// with the system's monotonic clock.
+fn tokio_clock_paused() -> bool {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return false;
+    }
+    let before = Instant::now();
+    let spin = std::time::Instant::now();
+    while spin.elapsed() < Duration::from_micros(2) {
+        std::hint::spin_loop();
+    }
+    Instant::now() == before
 }
 
 /// Builds a [`Cache`].
@@ -149,6 +195,13 @@ impl CacheBuilder {
 
     /// Builds the cache.
     ///
+    /// The cache measures TTLs with the system's coarse monotonic clock
+    /// (a few milliseconds coarse, and cheap to read on every request).
+    /// Built inside a tokio runtime whose clock is paused, as in
+    /// `#[tokio::test(start_paused = true)]`, it follows tokio's clock
+    /// instead, so `tokio::time::advance` ages its entries; build it after
+    /// pausing the clock, not before.
+    ///
     /// # Errors
     ///
     /// When `max_bytes` cannot hold even one entry of `max_body_bytes`.
@@ -174,7 +227,7 @@ impl CacheBuilder {
         })
     }
 
-    /// Builds the cache.
+    /// Builds the cache (see [`try_build`](Self::try_build) for its clock).
     ///
     /// # Panics
     ///
@@ -479,3 +532,43 @@ impl Cache {
 /// How often, and how many times, a failed flush is retried.
 const FLUSH_RETRIES: u32 = 20;
 const FLUSH_RETRY_EVERY: Duration = Duration::from_millis(250);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_runtime_the_clock_is_the_coarse_one_and_moves() {
+        let clock = Clock::new();
+        assert!(!clock.follows_tokio());
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        let first = clock.now_ms();
+        assert!(first.abs_diff(wall) < 1_000, "{first} vs {wall}");
+        std::thread::sleep(Duration::from_millis(30));
+        let later = clock.now_ms();
+        // A coarse clock may lag by a tick (a few milliseconds).
+        assert!(
+            (20..1_000).contains(&(later - first)),
+            "{first} then {later}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_running_runtime_clock_is_not_followed() {
+        assert!(!Clock::new().follows_tokio());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_runtime_clock_is_followed() {
+        let clock = Clock::new();
+        assert!(clock.follows_tokio());
+        let first = clock.now_ms();
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(clock.now_ms(), first, "a paused clock stands still");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(clock.now_ms(), first + 5_000);
+    }
+}
