@@ -425,6 +425,7 @@ pub(crate) fn respond<B>(
 }
 
 /// The `Cache-Status` of a fresh hit.
+#[inline]
 pub(crate) fn hit_status(entry: &Entry, now_ms: u64) -> HeaderValue {
     headers::hit(entry.fresh_until_ms().saturating_sub(now_ms) / 1000)
 }
@@ -509,6 +510,33 @@ where
                 }
             }
         }
+        self.call_general(req, head, asks, first)
+    }
+}
+
+impl<S> CacheService<S> {
+    /// Everything but a fresh hit on the fast path: the request keyed in
+    /// its general form, then looked up (unless `first` is the lookup
+    /// already made), answered, forwarded or passed through. Kept out of
+    /// `call` so that the fast path stays small.
+    #[inline(never)]
+    fn call_general<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        head: bool,
+        asks: Asks,
+        first: Option<(Lookup, u64)>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        ReqBody: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    {
+        let config = &*self.config;
+        let cache = &config.cache;
+        let shared = &cache.shared;
         let (parts, body) = req.into_parts();
         let (route, key) = match config.classify(&parts, asks, shared.max_key_bytes) {
             Ok(found) => found,

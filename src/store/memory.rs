@@ -3,17 +3,20 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use nohash_hasher::BuildNoHashHasher;
 use quick_cache::sync::Cache as QuickCache;
-use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
+use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
 
 use super::{Entry, Lookup, Store, StoreError, Target};
 use crate::cache::Clock;
 use crate::invalidate::index::Index;
 
-/// The 64-bit hash a key is stored under.
+/// The 64-bit hash a key is stored under, seeded per store so that a
+/// client cannot choose keys whose hashes crowd one shard or one probe
+/// sequence (the map uses the hash as it is).
 #[inline]
-fn store_hash(key: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+fn store_hash(seed: u64, key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed)
 }
 
 /// quick_cache admits an item only when it fits in this share of a shard
@@ -58,11 +61,13 @@ impl Lifecycle<u64, Arc<Entry>> for CountEvictions {
 /// body limit plus headers and key) fits; heavier entries are refused
 /// before insertion and counted.
 pub struct MemoryStore {
-    map: QuickCache<u64, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>,
+    map: QuickCache<u64, Arc<Entry>, ByBytes, BuildNoHashHasher<u64>, CountEvictions>,
     pub(crate) index: Index,
     clock: Clock,
     max_item_weight: u64,
     evictions: Arc<AtomicU64>,
+    /// The seed of [`store_hash`], random per store.
+    seed: u64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -109,7 +114,9 @@ impl MemoryStore {
         let map = QuickCache::with_options(
             options,
             ByBytes,
-            DefaultHashBuilder::default(),
+            // The keys are already 64-bit hashes (xxh3): hashing them again
+            // would only cost time.
+            BuildNoHashHasher::default(),
             CountEvictions(evictions.clone()),
         );
         let shard_share = (map.shard_capacity() as f64 * HOT_SHARE) as u64;
@@ -119,6 +126,7 @@ impl MemoryStore {
             clock,
             max_item_weight: shard_share,
             evictions,
+            seed: std::hash::BuildHasher::hash_one(&foldhash::fast::RandomState::default(), 0u64),
         })
     }
 
@@ -155,7 +163,7 @@ impl MemoryStore {
     /// Looks a key up now (the memory store never waits).
     #[inline]
     pub(crate) fn lookup_now(&self, key: &str) -> Lookup {
-        let hash = store_hash(key);
+        let hash = store_hash(self.seed, key);
         let Some(entry) = self.map.get(&hash) else {
             return Lookup::Miss;
         };
@@ -187,7 +195,7 @@ impl MemoryStore {
         if !self.index.admits(entry.born()) {
             return false;
         }
-        let hash = store_hash(key);
+        let hash = store_hash(self.seed, key);
         self.map.insert(hash, entry.clone());
         // A record pruned between the check and the insert: take it back.
         if !self.index.admits(entry.born()) {
@@ -199,13 +207,13 @@ impl MemoryStore {
     }
 
     pub(crate) fn remove_now(&self, key: &str) {
-        let hash = store_hash(key);
+        let hash = store_hash(self.seed, key);
         self.map.remove_if(&hash, |v| v.stored_under(key));
     }
 
     pub(crate) fn remove_if_same(&self, key: &str, entry: &Arc<Entry>) {
         self.map
-            .remove_if(&store_hash(key), |v| Arc::ptr_eq(v, entry));
+            .remove_if(&store_hash(self.seed, key), |v| Arc::ptr_eq(v, entry));
     }
 
     pub(crate) fn invalidate_now(&self, targets: &[Target]) -> u64 {
@@ -239,5 +247,23 @@ impl Store for MemoryStore {
 
     async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
         Ok(self.invalidate_now(targets))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_store_seeds_its_key_hashes() {
+        let (a, b) = (
+            crate::Cache::builder().build(),
+            crate::Cache::builder().build(),
+        );
+        let (a, b) = (&a.shared.memory, &b.shared.memory);
+        assert_ne!(a.seed, b.seed);
+        let key = "/items/1?a=1";
+        assert_ne!(store_hash(a.seed, key), store_hash(b.seed, key));
+        assert_eq!(store_hash(a.seed, key), store_hash(a.seed, key));
     }
 }

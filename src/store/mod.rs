@@ -169,14 +169,9 @@ pub(crate) struct EntryParts {
 }
 
 /// Decimal digits of `n`.
+#[inline]
 fn digits(n: usize) -> usize {
-    let mut d = 1;
-    let mut n = n / 10;
-    while n > 0 {
-        d += 1;
-        n /= 10;
-    }
-    d
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 impl Entry {
@@ -607,6 +602,22 @@ mod tests {
         e.headers()
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn digits_counts_decimal_digits() {
+        for (n, d) in [
+            (0, 1),
+            (9, 1),
+            (10, 2),
+            (99, 2),
+            (100, 3),
+            (1024, 4),
+            (usize::MAX, 20),
+        ] {
+            assert_eq!(digits(n), d, "{n}");
+            assert_eq!(digits(n), n.to_string().len(), "{n}");
+        }
     }
 
     #[test]
