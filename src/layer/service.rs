@@ -460,6 +460,33 @@ fn is_head(method: &Method) -> Option<bool> {
     }
 }
 
+/// What the layer asks of the service it wraps (the bounds of
+/// [`CacheService`]'s `Service` impl on `S`), named once for the private
+/// functions that answer a request.
+pub(crate) trait Origin<ReqBody, ResBody>:
+    Service<
+        Request<ReqBody>,
+        Response = Response<ResBody>,
+        Future: Send + 'static,
+        Error: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, ReqBody, ResBody> Origin<ReqBody, ResBody> for S where
+    S: Service<
+            Request<ReqBody>,
+            Response = Response<ResBody>,
+            Future: Send + 'static,
+            Error: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -528,9 +555,7 @@ impl<S> CacheService<S> {
         first: Option<(Lookup, u64)>,
     ) -> ResponseFuture<S::Future, ResBody, S::Error>
     where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Send + 'static,
+        S: Origin<ReqBody, ResBody>,
         ReqBody: Send + 'static,
         ResBody: http_body::Body<Data = Bytes> + Send + 'static,
     {
@@ -648,9 +673,7 @@ fn answer<S, ReqBody, ResBody>(
     span: &tracing::Span,
 ) -> ResponseFuture<S::Future, ResBody, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<ReqBody, ResBody>,
     ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
@@ -732,9 +755,7 @@ async fn call_remote<S, ReqBody, ResBody>(
     body: ReqBody,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Origin<ReqBody, ResBody>,
     ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
 {
