@@ -388,16 +388,12 @@ pub(crate) fn respond<B>(
     let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
     if let (false, false, Some((ready, etag))) = (head, not_modified, entry.ready_head()) {
         // The usual hit: a copy of the ready head, its last three values
-        // set in place. The ETag is cloned first: raising its shared count
-        // is an atomic operation, which waits for earlier stores to be
-        // written, and copying the head is a burst of stores (measured
-        // here: 5-10 ns less per hit than cloning it after the copy).
-        let etag = etag.clone();
+        // set in place.
         let mut out = ready.clone();
         let mut values = out.values_mut();
         values.next();
         if let (Some(e), Some(a), Some(c)) = (values.next(), values.next(), values.next()) {
-            (*e, *a, *c) = (etag, age, cache_status);
+            (*e, *a, *c) = (etag.clone(), age, cache_status);
         }
         debug_assert!(values.next().is_none(), "a ready head holds four headers");
         // The map `Response::new` made holds nothing and, unless http
