@@ -6,7 +6,7 @@ use std::task::{ready, Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::service::{respond, Miss};
+use super::service::{respond, respond_fresh, Miss};
 use super::CacheBody;
 use crate::cache::stats::{Event, Reason};
 use crate::headers;
@@ -38,6 +38,9 @@ pin_project! {
     #[project = StateProj]
     enum State<F, B, E> {
         Ready { response: Option<Response<CacheBody<B>>> },
+        // A fresh hit with no validators to compare, its response made
+        // when polled.
+        Hit { entry: Option<Arc<Entry>>, now_ms: u64, head: bool },
         Forward {
             #[pin]
             future: F,
@@ -52,6 +55,16 @@ impl<F, B, E> ResponseFuture<F, B, E> {
         Self {
             state: State::Ready {
                 response: Some(response),
+            },
+        }
+    }
+
+    pub(crate) fn hit(entry: Arc<Entry>, now_ms: u64, head: bool) -> Self {
+        Self {
+            state: State::Hit {
+                entry: Some(entry),
+                now_ms,
+                head,
             },
         }
     }
@@ -87,6 +100,14 @@ where
         match self.project().state.project() {
             StateProj::Ready { response } => {
                 Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            StateProj::Hit {
+                entry,
+                now_ms,
+                head,
+            } => {
+                let entry = entry.take().expect("polled after completion");
+                Poll::Ready(Ok(respond_fresh(entry, *now_ms, *head)))
             }
             StateProj::Waiting { future } => future.as_mut().poll(cx),
             StateProj::Forward { future, plan } => {

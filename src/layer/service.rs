@@ -383,27 +383,16 @@ pub(crate) fn respond<B>(
     } else {
         CacheBody::stored(entry.body().clone())
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
     let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
     if let (false, false, Some((ready, etag))) = (head, not_modified, entry.ready_head()) {
-        // The usual hit: a copy of the ready head, its last three values
-        // set in place.
-        let mut out = ready.clone();
-        let mut values = out.values_mut();
-        values.next();
-        if let (Some(e), Some(a), Some(c)) = (values.next(), values.next(), values.next()) {
-            (*e, *a, *c) = (etag.clone(), age, cache_status);
-        }
-        debug_assert!(values.next().is_none(), "a ready head holds four headers");
-        // The map `Response::new` made holds nothing and, unless http
-        // changes, owns no allocation: then it needs no drop.
-        let empty = std::mem::replace(response.headers_mut(), out);
-        if empty.capacity() == 0 {
-            std::mem::forget(empty);
-        }
-        return (response, false);
+        let etag = etag.clone();
+        return (
+            from_ready_head(ready, etag, age, cache_status, status, body),
+            false,
+        );
     }
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
     let out = response.headers_mut();
     out.reserve(entry.header_count() + 3);
     // Appended without looking for earlier values: an entry never holds
@@ -422,6 +411,62 @@ pub(crate) fn respond<B>(
     out.append(header::AGE, age);
     out.append(headers::CACHE_STATUS.clone(), cache_status);
     (response, not_modified)
+}
+
+/// A fresh hit with no validators to compare, in full or its HEAD form,
+/// made from an entry the caller lets go of.
+///
+/// Everything that touches a reference count (the body's, the `ETag`'s,
+/// the entry's own) is done before the head is copied: a locked
+/// instruction waits for every store before it to reach the cache, and
+/// the copy is a burst of them. Measured in `benches/hit_path.rs`, the
+/// other order costs a hit about 20 ns.
+#[inline]
+pub(crate) fn respond_fresh<B>(
+    entry: Arc<Entry>,
+    now_ms: u64,
+    head: bool,
+) -> Response<CacheBody<B>> {
+    let cache_status = hit_status(&entry, now_ms);
+    let ready = if head { None } else { entry.ready_head() };
+    let Some((ready, etag)) = ready else {
+        return respond(&entry, now_ms, head, None, cache_status).0;
+    };
+    let body = CacheBody::stored(entry.body().clone());
+    let etag = etag.clone();
+    let status = entry.status();
+    let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
+    drop(entry);
+    from_ready_head(ready, etag, age, cache_status, status, body)
+}
+
+/// The usual full response: a copy of the ready head with its last three
+/// values (`ETag`, `Age`, `Cache-Status`) set in place.
+#[inline(always)]
+fn from_ready_head<B>(
+    ready: &'static HeaderMap,
+    etag: HeaderValue,
+    age: HeaderValue,
+    cache_status: HeaderValue,
+    status: StatusCode,
+    body: CacheBody<B>,
+) -> Response<CacheBody<B>> {
+    let mut out = ready.clone();
+    let mut values = out.values_mut();
+    values.next();
+    if let (Some(e), Some(a), Some(c)) = (values.next(), values.next(), values.next()) {
+        (*e, *a, *c) = (etag, age, cache_status);
+    }
+    debug_assert!(values.next().is_none(), "a ready head holds four headers");
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    // The map `Response::new` made holds nothing and, unless http changes,
+    // owns no allocation: then it needs no drop.
+    let empty = std::mem::replace(response.headers_mut(), out);
+    if empty.capacity() == 0 {
+        std::mem::forget(empty);
+    }
+    response
 }
 
 /// The `Cache-Status` of a fresh hit.
@@ -524,13 +569,13 @@ where
                     {
                         let conditional = asks.conditional.then(|| req.headers());
                         let serve =
-                            |span| hit(cache, route, key, conditional, head, &entry, now_ms, span);
+                            |span| hit(cache, route, key, conditional, head, entry, now_ms, span);
                         if !debug_wanted() {
-                            return ResponseFuture::ready(serve(None));
+                            return serve(None);
                         }
                         let span = request_span(key, route);
                         let _entered = span.enter();
-                        return ResponseFuture::ready(serve(Some(&span)));
+                        return serve(Some(&span));
                     }
                     // Judged again below, with the key in its general form.
                     lookup => first = Some((lookup, now_ms)),
@@ -629,31 +674,39 @@ struct Keyed {
     asked: Asked,
 }
 
-/// A fresh hit: the stored response (or its HEAD or 304 form), counted
-/// and traced.
+/// A fresh hit, counted and traced: made when polled, unless the request
+/// carries validators (`conditional`: the headers of a request that may),
+/// which are compared now for a 304.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn hit<B>(
+fn hit<F, B, E>(
     cache: &Cache,
     route: &CompiledRoute,
     key: &str,
     conditional: Option<&HeaderMap>,
     head: bool,
-    entry: &Entry,
+    entry: Arc<Entry>,
     now_ms: u64,
     span: Option<&tracing::Span>,
-) -> Response<CacheBody<B>> {
+) -> ResponseFuture<F, B, E> {
     cache.record(Some(&route.stats), Event::Hit);
-    let (response, not_modified) =
-        respond(entry, now_ms, head, conditional, hit_status(entry, now_ms));
-    if not_modified {
-        cache.record(Some(&route.stats), Event::NotModified);
-    }
     if let Some(span) = span {
         span.record("outcome", "hit");
     }
+    let validators = conditional.filter(|r| {
+        r.contains_key(header::IF_NONE_MATCH) || r.contains_key(header::IF_MODIFIED_SINCE)
+    });
+    let Some(request) = validators else {
+        tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified = false, "cache decision");
+        return ResponseFuture::hit(entry, now_ms, head);
+    };
+    let status = hit_status(&entry, now_ms);
+    let (response, not_modified) = respond(&entry, now_ms, head, Some(request), status);
+    if not_modified {
+        cache.record(Some(&route.stats), Event::NotModified);
+    }
     tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
-    response
+    ResponseFuture::ready(response)
 }
 
 /// Answers a request from what the lookup found: a hit or a stale entry at
@@ -680,16 +733,16 @@ where
     let Asked { key, parts, head } = asked;
     let shared = &cache.shared;
     match found {
-        Found::Fresh(entry) => ResponseFuture::ready(hit(
+        Found::Fresh(entry) => hit(
             cache,
             route,
             &key.full,
             Some(&parts.headers),
             head,
-            &entry,
+            entry,
             now_ms,
             Some(span),
-        )),
+        ),
         Found::Stale { entry, marker } => {
             cache.record(Some(&route.stats), Event::Stale);
             let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
