@@ -9,7 +9,10 @@
 //!     figures are not available to the program): thousands of rounds,
 //!     each a batch of 100 requests through one side then the other, and
 //!     the median of the rounds' differences, so that a moment when the
-//!     machine is busy slows both sides of a round alike.
+//!     machine is busy slows both sides of a round alike. The rounds run
+//!     at four stack offsets in turn: where the stack starts within a
+//!     cache line moves either side by 10 ns or more, and would otherwise
+//!     be one draw per process.
 //! (b) Memory: a counting global allocator measures what 10 000 distinct
 //!     1 KiB entries keep allocated in a fresh cache, next to the store's
 //!     own weight estimate (`stats().bytes / entries`). It counts only
@@ -170,8 +173,40 @@ fn measure_memory(cx: &mut Context<'_>) -> Memory {
 /// so its requests are in cache, as one hyper has just parsed would be.
 const BATCH: usize = 100;
 
+/// How far down the stack a round's batches run, in bytes. Where the
+/// stack starts within a cache line is drawn once per process (address
+/// space randomisation), and both sides' times shift by 10 ns or more with
+/// it, in opposite directions; so the rounds take these offsets in turn,
+/// and the figure is over all of them rather than one process's draw.
+const STACK_OFFSETS: [usize; 4] = [0, 16, 32, 48];
+
+/// Runs `f` with `PAD` more bytes of this frame above it on the stack.
+#[inline(never)]
+fn below<const PAD: usize, R>(f: impl FnOnce() -> R) -> R {
+    let pad = [0u8; PAD];
+    black_box(&pad);
+    let out = f();
+    black_box(&pad);
+    out
+}
+
+/// One batch through `service` at stack offset `STACK_OFFSETS[which]`.
+fn time_batch_at<S>(which: usize, cx: &mut Context<'_>, service: &S) -> f64
+where
+    S: Service<Request<()>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    match which {
+        0 => below::<0, _>(|| time_batch(cx, service)),
+        1 => below::<16, _>(|| time_batch(cx, service)),
+        2 => below::<32, _>(|| time_batch(cx, service)),
+        _ => below::<48, _>(|| time_batch(cx, service)),
+    }
+}
+
 /// One batch of `BATCH` requests through `service`, in nanoseconds per
 /// request.
+#[inline(never)]
 fn time_batch<S>(cx: &mut Context<'_>, service: &S) -> f64
 where
     S: Service<Request<()>> + Clone,
@@ -272,20 +307,29 @@ fn main() {
     // Our own timing pass: rounds of one batch through each, in turns, so
     // that whatever slows the machine for a moment slows both sides of a
     // round; the figure is the median of the rounds' differences.
-    let rounds = if quick { 20 } else { 4000 };
+    // Each stack offset takes rounds in both orders.
+    let rounds = if quick { 16 } else { 4000 };
     let (mut bare_ns, mut hit_ns, mut over) = (Vec::new(), Vec::new(), Vec::new());
+    let mut over_at = vec![Vec::new(); STACK_OFFSETS.len()];
     for round in 0..rounds {
+        let at = (round / 2) % STACK_OFFSETS.len();
         let (b, h) = if round % 2 == 0 {
-            let b = time_batch(&mut cx, &bare);
-            (b, time_batch(&mut cx, &cached))
+            let b = time_batch_at(at, &mut cx, &bare);
+            (b, time_batch_at(at, &mut cx, &cached))
         } else {
-            let h = time_batch(&mut cx, &cached);
-            (time_batch(&mut cx, &bare), h)
+            let h = time_batch_at(at, &mut cx, &cached);
+            (time_batch_at(at, &mut cx, &bare), h)
         };
         bare_ns.push(b);
         hit_ns.push(h);
         over.push(h - b);
+        over_at[at].push(h - b);
     }
+    let over_at: Vec<String> = STACK_OFFSETS
+        .iter()
+        .zip(over_at)
+        .map(|(offset, xs)| format!("+{offset}: {:.0} ns", median(xs)))
+        .collect();
     let stats = cache.stats();
     assert_eq!(stats.totals.misses, 1, "only the priming request may miss");
     assert!(
@@ -311,6 +355,10 @@ fn main() {
         "              {:.0} ns over bare between the fastest tenths ({hit_q:.0} ns vs {bare_q:.0} ns): \
          what the path costs when the machine does not interrupt it",
         hit_q - bare_q
+    );
+    println!(
+        "              by stack offset: {} (the medians of each offset's rounds)",
+        over_at.join(", ")
     );
     println!("allocations per request: hit {hit_allocs:.1}, bare {bare_allocs:.1}");
     println!(
