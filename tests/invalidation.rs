@@ -339,6 +339,9 @@ async fn read_your_writes_under_concurrent_readers() {
     let acknowledged = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
+    // One bound for readers and writer alike, so that neither waits for
+    // the other once it has passed (a busy machine makes the run slow).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut readers = Vec::new();
     for _ in 0..6 {
         let (app, ack, stop, reads) = (
@@ -349,7 +352,6 @@ async fn read_your_writes_under_concurrent_readers() {
         );
         readers.push(tokio::spawn(async move {
             let mut checked = 0u64;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while !stop.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
                 let floor = ack.load(Ordering::SeqCst);
                 let r = send(&app, read("/products?page=1")).await;
@@ -360,17 +362,23 @@ async fn read_your_writes_under_concurrent_readers() {
                 );
                 checked += 1;
                 reads.fetch_add(1, Ordering::SeqCst);
+                // A hit is ready at once, with no I/O to spend the task's
+                // budget: without a yield, readers would keep every worker
+                // busy and the timer the writer sleeps on would not be
+                // driven.
+                tokio::task::yield_now().await;
             }
             checked
         }));
     }
-    for _ in 0..200 {
+    let mut writes = 0u64;
+    while writes < 200 && tokio::time::Instant::now() < deadline {
         let r = send(&app, method("PUT", "/products/1")).await;
         assert_eq!(r.status, StatusCode::NO_CONTENT);
         acknowledged.store(db.version.load(Ordering::SeqCst), Ordering::SeqCst);
-        // Let the readers run a few reads between writes (bounded in time).
+        writes += 1;
+        // Let the readers run a few reads between writes.
         let target = reads.load(Ordering::SeqCst) + 6;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while reads.load(Ordering::SeqCst) < target && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -380,7 +388,11 @@ async fn read_your_writes_under_concurrent_readers() {
     for r in readers {
         total += r.await.unwrap();
     }
-    assert!(total > 200, "readers ran {total} reads");
+    assert!(writes >= 20, "only {writes} writes in the time allowed");
+    assert!(
+        total > writes,
+        "readers ran {total} reads for {writes} writes"
+    );
     let stats = cache.stats();
     assert!(
         stats.totals.hits > 0,
