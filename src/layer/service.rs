@@ -15,7 +15,7 @@ use crate::cache::Cache;
 use crate::headers;
 use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
-use crate::store::{Entry, EntryParts, Lookup, StoreError};
+use crate::store::{Entry, EntryParts, Lookup, ResponseHead, StoreError};
 
 /// The service made by [`CacheLayer`](super::CacheLayer).
 ///
@@ -440,33 +440,26 @@ pub(crate) fn respond_fresh<B>(
     from_ready_head(ready, etag, age, cache_status, status, body)
 }
 
-/// The usual full response: a copy of the ready head with its last three
-/// values (`ETag`, `Age`, `Cache-Status`) set in place.
+/// The usual full response: a copy of the ready head with its status and
+/// its last three values (`ETag`, `Age`, `Cache-Status`) set in place.
 #[inline(always)]
 fn from_ready_head<B>(
-    ready: &'static HeaderMap,
+    ready: &'static ResponseHead,
     etag: HeaderValue,
     age: HeaderValue,
     cache_status: HeaderValue,
     status: StatusCode,
     body: CacheBody<B>,
 ) -> Response<CacheBody<B>> {
-    let mut out = ready.clone();
-    let mut values = out.values_mut();
+    let mut parts = ready.clone();
+    parts.status = status;
+    let mut values = parts.headers.values_mut();
     values.next();
     if let (Some(e), Some(a), Some(c)) = (values.next(), values.next(), values.next()) {
         (*e, *a, *c) = (etag, age, cache_status);
     }
     debug_assert!(values.next().is_none(), "a ready head holds four headers");
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    // The map `Response::new` made holds nothing and, unless http changes,
-    // owns no allocation: then it needs no drop.
-    let empty = std::mem::replace(response.headers_mut(), out);
-    if empty.capacity() == 0 {
-        std::mem::forget(empty);
-    }
-    response
+    Response::from_parts(parts, body)
 }
 
 /// The `Cache-Status` of a fresh hit.

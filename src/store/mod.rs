@@ -77,14 +77,18 @@ static COMMON_HEADERS: [[(HeaderName, HeaderValue); 1]; COMMON_VALUES.len()] = {
     ]
 };
 
+/// A response's head: its status, version, headers and extensions.
+pub(crate) type ResponseHead = http::response::Parts;
+
 /// `ETag`, as a static the entry's headers can borrow.
 static ETAG: HeaderName = header::ETAG;
 
 /// For each common `Content-Type`, the head of the usual hit, made once:
-/// that `Content-Type`, then `ETag`, `Age` and `Cache-Status` with empty
-/// values to be set by position. Cloning it copies the names and their
-/// hashes rather than hashing each name into a new map.
-static READY_HEADS: [OnceLock<HeaderMap>; COMMON_VALUES.len()] =
+/// a response head whose headers are that `Content-Type`, then `ETag`,
+/// `Age` and `Cache-Status` with empty values to be set by position.
+/// Cloning it copies the names and their hashes rather than hashing each
+/// name into a new map, and gives the response its head in one piece.
+static READY_HEADS: [OnceLock<ResponseHead>; COMMON_VALUES.len()] =
     [const { OnceLock::new() }; COMMON_VALUES.len()];
 
 /// A stored response, with what invalidation needs to judge it: the path it
@@ -463,7 +467,7 @@ impl Entry {
     /// set by position: for the usual entry, a common `Content-Type` and an
     /// `ETag`; `None` for any other.
     #[inline]
-    pub(crate) fn ready_head(&self) -> Option<(&'static HeaderMap, &HeaderValue)> {
+    pub(crate) fn ready_head(&self) -> Option<(&'static ResponseHead, &HeaderValue)> {
         let etag = self.etag.as_ref()?;
         let i = usize::from(self.common_headers).checked_sub(1)?;
         let head = READY_HEADS[i].get_or_init(|| {
@@ -473,7 +477,9 @@ impl Entry {
             head.append(header::ETAG, empty.clone());
             head.append(header::AGE, empty.clone());
             head.append(crate::headers::CACHE_STATUS.clone(), empty);
-            head
+            let (mut parts, ()) = http::Response::new(()).into_parts();
+            parts.headers = head;
+            parts
         });
         Some((head, etag))
     }
