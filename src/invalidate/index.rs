@@ -244,11 +244,14 @@ impl Index {
         key: u64,
         born: u64,
     ) -> bool {
-        if self.len() == 0 {
-            return born >= self.floor();
-        }
         if born < self.floor() {
             return false;
+        }
+        // No record at all, or none newer than the entry: every record's
+        // generation is at most the clock's, so none can cover an entry
+        // born at the clock's current value.
+        if self.len() == 0 || born >= self.generation() {
+            return true;
         }
         let records = self.records.read().unwrap_or_else(|e| e.into_inner());
         let fresh = |h: u64| records.latest.get(&h).is_none_or(|&g| g <= born);
