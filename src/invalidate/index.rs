@@ -157,6 +157,7 @@ impl Index {
         self.clock.load(Ordering::SeqCst)
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -173,6 +174,7 @@ impl Index {
     }
 
     /// The generation below which every entry counts as invalidated.
+    #[inline]
     pub(crate) fn floor(&self) -> u64 {
         self.floor.load(Ordering::Relaxed)
     }

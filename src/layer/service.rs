@@ -488,6 +488,7 @@ pub(crate) enum Found {
     },
 }
 
+#[inline]
 fn is_head(method: &Method) -> Option<bool> {
     if method == Method::GET {
         Some(false)
@@ -686,12 +687,17 @@ fn hit<F, B, E>(
     if let Some(span) = span {
         span.record("outcome", "hit");
     }
-    let validators = conditional.filter(|r| {
-        r.contains_key(header::IF_NONE_MATCH) || r.contains_key(header::IF_MODIFIED_SINCE)
-    });
-    let Some(request) = validators else {
-        tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified = false, "cache decision");
-        return ResponseFuture::hit(entry, now_ms, head);
+    let request = match conditional {
+        Some(r)
+            if r.contains_key(header::IF_NONE_MATCH)
+                || r.contains_key(header::IF_MODIFIED_SINCE) =>
+        {
+            r
+        }
+        _ => {
+            tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified = false, "cache decision");
+            return ResponseFuture::hit(entry, now_ms, head);
+        }
     };
     let status = hit_status(&entry, now_ms);
     let (response, not_modified) = respond(&entry, now_ms, head, Some(request), status);

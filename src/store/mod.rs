@@ -397,6 +397,7 @@ impl Entry {
         self.header_slice().len() + usize::from(self.etag.is_some())
     }
 
+    #[inline]
     pub(crate) fn tag_slice(&self) -> &[Box<str>] {
         self.rare.as_ref().map_or(&[], |r| &r.tags)
     }
@@ -409,6 +410,7 @@ impl Entry {
     }
 
     /// The hash of the request key (before any Vary variant).
+    #[inline]
     pub(crate) fn key_hash(&self) -> u64 {
         self.key_hash
     }
@@ -508,6 +510,7 @@ impl Entry {
     }
 
     /// The cache generation when the entry's origin read began.
+    #[inline]
     pub fn born(&self) -> u64 {
         self.born
     }
