@@ -96,21 +96,29 @@ impl CacheKey {
     }
 }
 
-/// Whether `b` holds a `%`, eight bytes at a time.
-#[inline]
-fn has_percent(b: &[u8]) -> bool {
+/// Whether `b` holds the byte `N`, eight bytes at a time. Keys on the fast
+/// path are short (at most [`HASH_ABOVE`] bytes), so this stays inline
+/// rather than calling `memchr`.
+#[inline(always)]
+fn has_byte<const N: u8>(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGHS: u64 = ONES << 7;
-    const PERCENTS: u64 = ONES * b'%' as u64;
+    let needles = ONES * N as u64;
     let mut words = b.chunks_exact(8);
     for word in words.by_ref() {
-        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes")) ^ PERCENTS;
-        // A zero byte in `x` is a `%` in the word.
+        let x = u64::from_ne_bytes(word.try_into().expect("eight bytes")) ^ needles;
+        // A zero byte in `x` is the byte sought.
         if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
             return true;
         }
     }
-    words.remainder().contains(&b'%')
+    words.remainder().iter().any(|&c| c == N)
+}
+
+/// Whether `b` holds a `%`.
+#[inline(always)]
+fn has_percent(b: &[u8]) -> bool {
+    has_byte::<b'%'>(b)
 }
 
 /// Checks percent-encoding: every `%` is followed by two hex digits, and
@@ -169,14 +177,21 @@ fn pair_name(pair: &str) -> &str {
 }
 
 /// Whether the query's pairs are all non-empty, kept, and sorted by name
-/// already (one pass over its bytes).
+/// already. One pair with nothing to drop is the common case, answered
+/// here; more pairs take [`pairs_in_order`].
+#[inline(always)]
 pub(crate) fn in_order(query: &str, policy: &RoutePolicy) -> bool {
-    let bytes = query.as_bytes();
     let ignoring = policy.has_ignored();
-    if !ignoring && !bytes.is_empty() && !bytes.contains(&b'&') {
-        // One pair, nothing to drop.
+    if !ignoring && !query.is_empty() && !has_byte::<b'&'>(query.as_bytes()) {
         return true;
     }
+    pairs_in_order(query, ignoring.then_some(policy))
+}
+
+/// [`in_order`] in one pass over the query's bytes (`ignoring`: the policy
+/// whose ignored parameters must not be present).
+fn pairs_in_order(query: &str, ignoring: Option<&RoutePolicy>) -> bool {
+    let bytes = query.as_bytes();
     let mut previous: &[u8] = b"";
     let mut start = 0;
     let mut name_end = usize::MAX;
@@ -194,7 +209,7 @@ pub(crate) fn in_order(query: &str, policy: &RoutePolicy) -> bool {
                 return false;
             }
             // `&` and `=` are ASCII: these are character boundaries.
-            if ignoring && policy.ignores(&query[start..end]) {
+            if ignoring.is_some_and(|policy| policy.ignores(&query[start..end])) {
                 return false;
             }
             previous = name;
@@ -368,6 +383,9 @@ mod tests {
                 assert!(has_percent(&b), "len {len}, at {at}");
             }
         }
+        let pairs = "a=1&b=2&cc=3";
+        assert!(has_byte::<b'&'>(pairs.as_bytes()));
+        assert!(!has_byte::<b'&'>(b"a=1;b=2;cc=3"));
         // Bytes next to `%` (0x25) in value do not count.
         assert!(!has_percent(&[
             0x24, 0x26, 0xa5, 0x05, 0x24, 0x26, 0xa5, 0x05, 0x26

@@ -238,7 +238,7 @@ impl Index {
     }
 
     /// [`is_current`](Self::is_current) with the path as bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn is_current_bytes(
         &self,
         path: &[u8],

@@ -161,7 +161,7 @@ impl MemoryStore {
     }
 
     /// Looks a key up now (the memory store never waits).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup_now(&self, key: &str) -> Lookup {
         let hash = store_hash(self.seed, key);
         let Some(entry) = self.map.get(&hash) else {
