@@ -112,6 +112,9 @@ fn has_byte<const N: u8>(b: &[u8]) -> bool {
             return true;
         }
     }
+    // Not `contains`: for bytes that is a `memchr` call, and the point here
+    // is to stay inline.
+    #[allow(clippy::manual_contains)]
     words.remainder().iter().any(|&c| c == N)
 }
 
