@@ -12,7 +12,11 @@
 //!     machine is busy slows both sides of a round alike. The rounds run
 //!     at four stack offsets in turn: where the stack starts within a
 //!     cache line moves either side by 10 ns or more, and would otherwise
-//!     be one draw per process.
+//!     be one draw per process. The pass also runs in four more processes
+//!     of this bench (the program starts itself again), and the headline
+//!     is the median of the five: where the stack, the heap and the code
+//!     sit relative to one another is drawn once per process as well, and
+//!     one process's figure can sit 10–20 ns from another's.
 //! (b) Memory: a counting global allocator measures what 10 000 distinct
 //!     1 KiB entries keep allocated in a fresh cache, next to the store's
 //!     own weight estimate (`stats().bytes / entries`). It counts only
@@ -247,34 +251,139 @@ fn quantile(xs: &[f64], q: f64) -> f64 {
     xs[((xs.len() - 1) as f64 * q).round() as usize]
 }
 
+/// Processes the timing pass runs in: this one and the others it starts.
+const PROCESSES: usize = 5;
+
+/// Set in the environment of the processes this bench starts, which run
+/// the timing pass alone and print one `timing` line.
+const CHILD_ENV: &str = "HIT_PATH_TIMING_ONLY";
+
+/// What one process's timing pass found, in nanoseconds per request.
+struct Timing {
+    rounds: usize,
+    /// The median of the rounds' differences (hit less bare).
+    over: f64,
+    hit: f64,
+    bare: f64,
+    /// The fastest tenth of each side's batches.
+    hit_q: f64,
+    bare_q: f64,
+    /// The median difference at each stack offset.
+    over_at: Vec<f64>,
+}
+
+/// The bare handler, and the same handler behind a cache holding the
+/// measured entry, checked to answer from it.
+fn setup(
+    cx: &mut Context<'_>,
+) -> (
+    impl Service<Request<()>, Error = Infallible> + Clone,
+    Cache,
+    impl Service<Request<()>, Error = Infallible> + Clone,
+) {
+    let bare = bare();
+    let (cache, cached) = cached(bare.clone());
+
+    // Prime, then make sure what is measured is a hit.
+    let first = one(cx, &cached, request(HIT_PATH));
+    assert!(
+        cache_status(&first).contains("fwd=miss; stored"),
+        "first request: {}",
+        cache_status(&first)
+    );
+    poll_now(cx, first.into_body().collect()).expect("an infallible body");
+    let second = one(cx, &cached, request(HIT_PATH));
+    assert!(
+        cache_status(&second).starts_with("tower-response-cache; hit"),
+        "not a hit: {}",
+        cache_status(&second)
+    );
+    let body = poll_now(cx, second.into_body().collect()).expect("an infallible body");
+    assert_eq!(body.to_bytes().len(), BODY_LEN);
+    (bare, cache, cached)
+}
+
+/// Rounds of one batch through each side, in turns, so that whatever slows
+/// the machine for a moment slows both sides of a round; each stack offset
+/// takes rounds in both orders.
+fn timing_pass<B, C>(cx: &mut Context<'_>, bare: &B, cached: &C, rounds: usize) -> Timing
+where
+    B: Service<Request<()>> + Clone,
+    B::Error: std::fmt::Debug,
+    C: Service<Request<()>> + Clone,
+    C::Error: std::fmt::Debug,
+{
+    let (mut bare_ns, mut hit_ns, mut over) = (Vec::new(), Vec::new(), Vec::new());
+    let mut over_at = vec![Vec::new(); STACK_OFFSETS.len()];
+    for round in 0..rounds {
+        let at = (round / 2) % STACK_OFFSETS.len();
+        let (b, h) = if round % 2 == 0 {
+            let b = time_batch_at(at, cx, bare);
+            (b, time_batch_at(at, cx, cached))
+        } else {
+            let h = time_batch_at(at, cx, cached);
+            (time_batch_at(at, cx, bare), h)
+        };
+        bare_ns.push(b);
+        hit_ns.push(h);
+        over.push(h - b);
+        over_at[at].push(h - b);
+    }
+    let tenth = |xs: &[f64]| quantile(xs, 0.1);
+    Timing {
+        rounds,
+        hit_q: tenth(&hit_ns),
+        bare_q: tenth(&bare_ns),
+        over: median(over),
+        hit: median(hit_ns),
+        bare: median(bare_ns),
+        over_at: over_at.into_iter().map(median).collect(),
+    }
+}
+
+/// Runs the timing pass in `n` fresh processes of this bench, one after
+/// the other; each one's overhead (hit less bare, ns).
+fn timing_in_other_processes(n: usize) -> Vec<f64> {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    (0..n)
+        .map(|_| {
+            let out = std::process::Command::new(&exe)
+                .env(CHILD_ENV, "1")
+                .output()
+                .expect("the bench starts itself");
+            assert!(out.status.success(), "a timing process failed: {out:?}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("timing "))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or_else(|| panic!("no timing line in {stdout:?}"))
+        })
+        .collect()
+}
+
 fn main() {
     let waker = Waker::from(Arc::new(NoopWake));
     let mut cx = Context::from_waker(&waker);
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--test" || a == "--list");
 
+    if std::env::var_os(CHILD_ENV).is_some() {
+        COUNTING.store(false, Relaxed);
+        let (bare, _cache, cached) = setup(&mut cx);
+        let timing = timing_pass(&mut cx, &bare, &cached, 4000);
+        // The overhead first; then the two sides, for whoever runs this by hand.
+        println!(
+            "timing {:.1} {:.1} {:.1}",
+            timing.over, timing.hit, timing.bare
+        );
+        return;
+    }
+
     // Memory first, while nothing else in the process allocates.
     let memory = measure_memory(&mut cx);
 
-    let bare = bare();
-    let (cache, cached) = cached(bare.clone());
-
-    // Prime, then make sure what is measured is a hit.
-    let first = one(&mut cx, &cached, request(HIT_PATH));
-    assert!(
-        cache_status(&first).contains("fwd=miss; stored"),
-        "first request: {}",
-        cache_status(&first)
-    );
-    poll_now(&mut cx, first.into_body().collect()).expect("an infallible body");
-    let second = one(&mut cx, &cached, request(HIT_PATH));
-    assert!(
-        cache_status(&second).starts_with("tower-response-cache; hit"),
-        "not a hit: {}",
-        cache_status(&second)
-    );
-    let body = poll_now(&mut cx, second.into_body().collect()).expect("an infallible body");
-    assert_eq!(body.to_bytes().len(), BODY_LEN);
+    let (bare, cache, cached) = setup(&mut cx);
     let hits_before = cache.stats().totals.hits;
     // From here to the allocation count, nothing is counted.
     COUNTING.store(false, Relaxed);
@@ -304,57 +413,54 @@ fn main() {
     }
     criterion.final_summary();
 
-    // Our own timing pass: rounds of one batch through each, in turns, so
-    // that whatever slows the machine for a moment slows both sides of a
-    // round; the figure is the median of the rounds' differences.
-    // Each stack offset takes rounds in both orders.
-    let rounds = if quick { 16 } else { 4000 };
-    let (mut bare_ns, mut hit_ns, mut over) = (Vec::new(), Vec::new(), Vec::new());
-    let mut over_at = vec![Vec::new(); STACK_OFFSETS.len()];
-    for round in 0..rounds {
-        let at = (round / 2) % STACK_OFFSETS.len();
-        let (b, h) = if round % 2 == 0 {
-            let b = time_batch_at(at, &mut cx, &bare);
-            (b, time_batch_at(at, &mut cx, &cached))
-        } else {
-            let h = time_batch_at(at, &mut cx, &cached);
-            (time_batch_at(at, &mut cx, &bare), h)
-        };
-        bare_ns.push(b);
-        hit_ns.push(h);
-        over.push(h - b);
-        over_at[at].push(h - b);
-    }
-    let over_at: Vec<String> = STACK_OFFSETS
-        .iter()
-        .zip(over_at)
-        .map(|(offset, xs)| format!("+{offset}: {:.0} ns", median(xs)))
-        .collect();
+    // Our own timing pass, here and in other processes.
+    let t = timing_pass(&mut cx, &bare, &cached, if quick { 16 } else { 4000 });
     let stats = cache.stats();
     assert_eq!(stats.totals.misses, 1, "only the priming request may miss");
     assert!(
         stats.totals.hits > hits_before,
         "the measured requests were hits"
     );
-    let tenth = |xs: &[f64]| quantile(xs, 0.1);
-    let (bare_q, hit_q) = (tenth(&bare_ns), tenth(&hit_ns));
-    let (bare_ns, hit_ns, over) = (median(bare_ns), median(hit_ns), median(over));
+    let mut overs = vec![t.over];
+    if !quick {
+        overs.extend(timing_in_other_processes(PROCESSES - 1));
+    }
     COUNTING.store(true, Relaxed);
     let (bare_allocs, hit_allocs) = (
         allocs_per_request(&mut cx, &bare),
         allocs_per_request(&mut cx, &cached),
     );
 
+    let mut sorted = overs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let each: Vec<String> = sorted.iter().map(|o| format!("{o:.0}")).collect();
+    let over_at: Vec<String> = STACK_OFFSETS
+        .iter()
+        .zip(&t.over_at)
+        .map(|(offset, o)| format!("+{offset}: {o:.0} ns"))
+        .collect();
     println!();
     println!(
-        "hit overhead: {over:.0} ns over bare ({hit_ns:.0} ns vs {bare_ns:.0} ns; {:.2}x), GET {HIT_PATH}, 1 KiB body, \
-         median of {rounds} paired rounds of {BATCH} requests",
-        hit_ns / bare_ns
+        "hit overhead: {:.0} ns over bare, GET {HIT_PATH}, 1 KiB body: the median of {} processes ({} ns), \
+         each the median of {} paired rounds of {BATCH} requests",
+        median(overs),
+        sorted.len(),
+        each.join(", "),
+        t.rounds,
     );
     println!(
-        "              {:.0} ns over bare between the fastest tenths ({hit_q:.0} ns vs {bare_q:.0} ns): \
+        "              this process: {:.0} ns over bare ({:.0} ns vs {:.0} ns; {:.2}x)",
+        t.over,
+        t.hit,
+        t.bare,
+        t.hit / t.bare
+    );
+    println!(
+        "              {:.0} ns over bare between the fastest tenths ({:.0} ns vs {:.0} ns): \
          what the path costs when the machine does not interrupt it",
-        hit_q - bare_q
+        t.hit_q - t.bare_q,
+        t.hit_q,
+        t.bare_q,
     );
     println!(
         "              by stack offset: {} (the medians of each offset's rounds)",
