@@ -6,7 +6,7 @@ use std::task::{ready, Context, Poll};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::service::{respond, respond_fresh, Miss};
+use super::service::{respond, respond_hit, Miss};
 use super::CacheBody;
 use crate::cache::stats::{Event, Reason};
 use crate::headers;
@@ -24,10 +24,21 @@ pub(crate) enum Plan {
 
 type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
 
+/// Which response a hit's future makes from its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Made {
+    /// The stored response (or its HEAD form), fresh.
+    Fresh,
+    /// A 304: the request's validators matched.
+    NotModified,
+    /// The stored response, stale, while one request refreshes it.
+    Stale,
+}
+
 pin_project! {
     /// The response future of [`CacheService`](super::CacheService): a hit
-    /// answered at once, the inner service's future, or a miss waiting for
-    /// another request's origin call on the same key.
+    /// answered when polled, the inner service's future, or a miss waiting
+    /// for another request's origin call on the same key.
     pub struct ResponseFuture<F, B, E> {
         #[pin]
         state: State<F, B, E>,
@@ -37,10 +48,9 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<F, B, E> {
-        Ready { response: Option<Response<CacheBody<B>>> },
-        // A fresh hit with no validators to compare, its response made
-        // when polled.
-        Hit { entry: Option<Arc<Entry>>, now_ms: u64, head: bool },
+        // An answer from an entry, made when polled: the future holds the
+        // entry, not the response, so it stays small.
+        Hit { entry: Option<Arc<Entry>>, now_ms: u64, head: bool, made: Made },
         Forward {
             #[pin]
             future: F,
@@ -51,20 +61,13 @@ pin_project! {
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    pub(crate) fn ready(response: Response<CacheBody<B>>) -> Self {
-        Self {
-            state: State::Ready {
-                response: Some(response),
-            },
-        }
-    }
-
-    pub(crate) fn hit(entry: Arc<Entry>, now_ms: u64, head: bool) -> Self {
+    pub(crate) fn hit(entry: Arc<Entry>, now_ms: u64, head: bool, made: Made) -> Self {
         Self {
             state: State::Hit {
                 entry: Some(entry),
                 now_ms,
                 head,
+                made,
             },
         }
     }
@@ -98,16 +101,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
-            }
             StateProj::Hit {
                 entry,
                 now_ms,
                 head,
+                made,
             } => {
                 let entry = entry.take().expect("polled after completion");
-                Poll::Ready(Ok(respond_fresh(entry, *now_ms, *head)))
+                Poll::Ready(Ok(respond_hit(entry, *now_ms, *head, *made)))
             }
             StateProj::Waiting { future } => future.as_mut().poll(cx),
             StateProj::Forward { future, plan } => {
@@ -160,10 +161,9 @@ fn serve_stale<B>(miss: &Miss, stale: &Entry, fwd_status: Option<u16>) -> Respon
         stale,
         now_ms,
         miss.head,
-        None,
+        false,
         headers::stale_if_error(fwd_status),
     )
-    .0
 }
 
 fn strip_extensions<B>(response: &mut Response<B>) {

@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::future::{Plan, ResponseFuture};
+use super::future::{Made, Plan, ResponseFuture};
 use super::layer::{Asks, Config};
 use super::CacheBody;
 use crate::cache::flight::{Join, Leader, Outcome};
@@ -357,22 +357,23 @@ fn kept_in_304(name: &HeaderName) -> bool {
         || name == header::LAST_MODIFIED
 }
 
+/// Whether a request's validators (`If-None-Match`, `If-Modified-Since`)
+/// match an entry, so that it is answered 304.
+pub(crate) fn validators_match(entry: &Entry, request: &HeaderMap) -> bool {
+    let find = |n: HeaderName| entry.headers().find(|(h, _)| **h == n).map(|(_, v)| v);
+    (request.contains_key(header::IF_NONE_MATCH) || request.contains_key(header::IF_MODIFIED_SINCE))
+        && headers::not_modified(request, find(header::ETAG), find(header::LAST_MODIFIED))
+}
+
 /// Builds a response from an entry: the full response, its HEAD form, or
-/// a 304 when the request's validators match (`request`: the headers of a
-/// request that may carry validators).
-#[inline]
+/// a 304 (`not_modified`: the request's validators matched).
 pub(crate) fn respond<B>(
     entry: &Entry,
     now_ms: u64,
     head: bool,
-    request: Option<&HeaderMap>,
+    not_modified: bool,
     cache_status: HeaderValue,
-) -> (Response<CacheBody<B>>, bool) {
-    let not_modified = request.is_some_and(|r| {
-        let find = |n: HeaderName| entry.headers().find(|(h, _)| **h == n).map(|(_, v)| v);
-        (r.contains_key(header::IF_NONE_MATCH) || r.contains_key(header::IF_MODIFIED_SINCE))
-            && headers::not_modified(r, find(header::ETAG), find(header::LAST_MODIFIED))
-    });
+) -> Response<CacheBody<B>> {
     let status = if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
@@ -386,10 +387,7 @@ pub(crate) fn respond<B>(
     let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
     if let (false, false, Some((ready, etag))) = (head, not_modified, entry.ready_head()) {
         let etag = etag.clone();
-        return (
-            from_ready_head(ready, etag, age, cache_status, status, body),
-            false,
-        );
+        return from_ready_head(ready, etag, age, cache_status, status, body);
     }
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -410,11 +408,12 @@ pub(crate) fn respond<B>(
     }
     out.append(header::AGE, age);
     out.append(headers::CACHE_STATUS.clone(), cache_status);
-    (response, not_modified)
+    response
 }
 
-/// A fresh hit with no validators to compare, in full or its HEAD form,
-/// made from an entry the caller lets go of.
+/// A hit's response, made when its future is polled from an entry the
+/// caller lets go of: the usual fresh GET from the entry's ready head, any
+/// other ([`Made`]: HEAD, 304, stale) by [`respond_other`].
 ///
 /// Everything that touches a reference count (the body's, the `ETag`'s,
 /// the entry's own) is done before the head is copied: a locked
@@ -422,22 +421,41 @@ pub(crate) fn respond<B>(
 /// the copy is a burst of them. Measured in `benches/hit_path.rs`, the
 /// other order costs a hit about 20 ns.
 #[inline]
-pub(crate) fn respond_fresh<B>(
+pub(crate) fn respond_hit<B>(
     entry: Arc<Entry>,
     now_ms: u64,
     head: bool,
+    made: Made,
 ) -> Response<CacheBody<B>> {
-    let cache_status = hit_status(&entry, now_ms);
-    let ready = if head { None } else { entry.ready_head() };
-    let Some((ready, etag)) = ready else {
-        return respond(&entry, now_ms, head, None, cache_status).0;
+    let ready = match (made, head) {
+        (Made::Fresh, false) => entry.ready_head(),
+        _ => None,
     };
+    let Some((ready, etag)) = ready else {
+        return respond_other(&entry, now_ms, head, made);
+    };
+    let cache_status = hit_status(&entry, now_ms);
     let body = CacheBody::stored(entry.body().clone());
     let etag = etag.clone();
     let status = entry.status();
     let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
     drop(entry);
     from_ready_head(ready, etag, age, cache_status, status, body)
+}
+
+/// Any answer from an entry in its general form: a HEAD, a 304, a stale
+/// answer, or a fresh one without a ready head. Kept out of line so that
+/// the usual hit's path stays small.
+#[inline(never)]
+fn respond_other<B>(entry: &Entry, now_ms: u64, head: bool, made: Made) -> Response<CacheBody<B>> {
+    match made {
+        Made::Fresh => respond(entry, now_ms, head, false, hit_status(entry, now_ms)),
+        Made::NotModified => respond(entry, now_ms, head, true, hit_status(entry, now_ms)),
+        Made::Stale => {
+            let status = headers::stale(stale_ttl(entry, now_ms), "stale-while-revalidate");
+            respond(entry, now_ms, head, false, status)
+        }
+    }
 }
 
 /// The usual full response: a copy of the ready head with its status and
@@ -668,9 +686,9 @@ struct Keyed {
     asked: Asked,
 }
 
-/// A fresh hit, counted and traced: made when polled, unless the request
-/// carries validators (`conditional`: the headers of a request that may),
-/// which are compared now for a 304.
+/// A fresh hit, counted and traced, made when polled. A request that may
+/// carry validators (`conditional`: its headers) has them compared now,
+/// for a 304.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn hit<F, B, E>(
@@ -687,25 +705,21 @@ fn hit<F, B, E>(
     if let Some(span) = span {
         span.record("outcome", "hit");
     }
-    let request = match conditional {
-        Some(r)
-            if r.contains_key(header::IF_NONE_MATCH)
-                || r.contains_key(header::IF_MODIFIED_SINCE) =>
-        {
-            r
-        }
-        _ => {
-            tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified = false, "cache decision");
-            return ResponseFuture::hit(entry, now_ms, head);
-        }
+    let Some(request) = conditional else {
+        tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified = false, "cache decision");
+        return ResponseFuture::hit(entry, now_ms, head, Made::Fresh);
     };
-    let status = hit_status(&entry, now_ms);
-    let (response, not_modified) = respond(&entry, now_ms, head, Some(request), status);
+    let not_modified = validators_match(&entry, request);
     if not_modified {
         cache.record(Some(&route.stats), Event::NotModified);
     }
     tracing::debug!(key, route = %route.pattern, outcome = "hit", not_modified, "cache decision");
-    ResponseFuture::ready(response)
+    let made = if not_modified {
+        Made::NotModified
+    } else {
+        Made::Fresh
+    };
+    ResponseFuture::hit(entry, now_ms, head, made)
 }
 
 /// Answers a request from what the lookup found: a hit or a stale entry at
@@ -744,8 +758,6 @@ where
         ),
         Found::Stale { entry, marker } => {
             cache.record(Some(&route.stats), Event::Stale);
-            let status = headers::stale(stale_ttl(&entry, now_ms), "stale-while-revalidate");
-            let (response, _) = respond(&entry, now_ms, head, None, status);
             let refreshing = !head && tokio::runtime::Handle::try_current().is_ok();
             span.record("outcome", "stale");
             tracing::debug!(key = %key.full, route = %route.pattern, outcome = "stale", refreshing, "cache decision");
@@ -766,7 +778,7 @@ where
                     tokio::spawn(refresh(future, miss));
                 }
             }
-            ResponseFuture::ready(response)
+            ResponseFuture::hit(entry, now_ms, head, Made::Stale)
         }
         Found::Miss { marker, stale } => {
             cache.record(Some(&route.stats), Event::Miss);
@@ -877,11 +889,12 @@ where
             .find_remote(&miss.key, req.headers(), now_ms, &miss.route.stats)
             .await;
         if let Ok(Found::Fresh(entry)) = found {
-            let (response, _) = respond(
+            let not_modified = validators_match(&entry, req.headers());
+            let response = respond(
                 &entry,
                 now_ms,
                 miss.head,
-                Some(req.headers()),
+                not_modified,
                 headers::collapsed(),
             );
             miss.cache.record(Some(&miss.route.stats), Event::Collapsed);
@@ -1165,7 +1178,7 @@ mod tests {
 
     fn head(entry: &Entry, head: bool) -> Vec<String> {
         let now_ms = 12_500;
-        let (response, _) = respond::<()>(entry, now_ms, head, None, hit_status(entry, now_ms));
+        let response = respond::<()>(entry, now_ms, head, false, hit_status(entry, now_ms));
         response
             .headers()
             .iter()
