@@ -4,7 +4,7 @@
 //! The comparison itself is the bench target `load`:
 //!
 //! ```sh
-//! cargo bench -p loadbench --bench load
+//! cargo bench --manifest-path loadbench/Cargo.toml --bench load
 //! ```
 //!
 //! It starts one axum server process serving every route (pinned to one

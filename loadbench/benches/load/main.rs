@@ -2,9 +2,9 @@
 //! origin behind this crate's `CacheLayer`, and behind each peer crate.
 //!
 //! ```sh
-//! cargo bench -p loadbench --bench load
+//! cargo bench --manifest-path loadbench/Cargo.toml --bench load
 //! # a quick smoke run (its files go to target/loadbench/):
-//! LOADBENCH_SECS=1 LOADBENCH_ROUNDS=1 LOADBENCH_FILL=10000 cargo bench -p loadbench --bench load
+//! LOADBENCH_SECS=1 LOADBENCH_ROUNDS=1 LOADBENCH_FILL=10000 cargo bench --manifest-path loadbench/Cargo.toml --bench load
 //! ```
 //!
 //! The binary plays three parts, chosen by its first argument: with none
@@ -31,7 +31,7 @@ use loadbench::wrk::{self, Load, Script};
 
 use server::{Kind, ORIGIN_DELAY, SIZES};
 
-const COMMAND: &str = "cargo bench -p loadbench --bench load";
+const COMMAND: &str = "cargo bench --manifest-path loadbench/Cargo.toml --bench load";
 
 /// Keep-alive connections the memory fill uses.
 const FILL_CONNECTIONS: usize = 32;
