@@ -17,7 +17,8 @@
 //! This library holds the parts that do not depend on the crates under
 //! test: child process control ([`child`]), `/proc` readings ([`proc`]),
 //! the wrk driver ([`wrk`]), a small HTTP client ([`client`]), the figures
-//! and the report ([`report`]) and the chart ([`chart`]).
+//! and the report ([`report`], its prose in `report-template.md`, filled
+//! by [`template`]) and the chart ([`chart`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,4 +28,5 @@ pub mod child;
 pub mod client;
 pub mod proc;
 pub mod report;
+pub mod template;
 pub mod wrk;

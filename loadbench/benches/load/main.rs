@@ -10,7 +10,8 @@
 //! The binary plays three parts, chosen by its first argument: with none
 //! it runs the comparison; `serve` and `fill <cache>` are the servers it
 //! starts (re-executing itself, pinned with `taskset`). See
-//! `loadbench/src/lib.rs` for the method and `BENCHMARKS.md` for figures.
+//! `loadbench/README.md` for what it needs, `report-template.md` for the
+//! method and `BENCHMARKS.md` for figures.
 
 mod server;
 
@@ -150,9 +151,10 @@ fn size_label(suffix: &str) -> String {
     }
 }
 
-/// Crate versions as the lockfile pins them.
+/// Crate versions as loadbench's own lockfile pins them.
 fn versions() -> Vec<(String, String)> {
-    let lock = fs::read_to_string(repo_root().join("Cargo.lock")).unwrap_or_default();
+    let lock = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"))
+        .unwrap_or_default();
     [
         "tower-response-cache",
         "quick_cache",
@@ -610,6 +612,7 @@ fn run() -> io::Result<()> {
             cpus: (cfg.server_cpu, cfg.client_cpu),
             origin_delay: ORIGIN_DELAY,
             fill_entries: cfg.fill,
+            fill_connections: FILL_CONNECTIONS,
             command: COMMAND.to_owned(),
         },
         date: report::today(),
@@ -654,10 +657,9 @@ fn run() -> io::Result<()> {
         &groups,
         report.goals.min_rps_ratio,
     )?;
-    let notes = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("NOTES.md")).ok();
     let md_path = cfg.out.join("BENCHMARKS.md");
     fs::create_dir_all(&cfg.out)?;
-    fs::write(&md_path, report.markdown(chart_rel, notes.as_deref()))?;
+    fs::write(&md_path, report.markdown(chart_rel))?;
     println!("wrote {} and {}", md_path.display(), chart_path.display());
     Ok(())
 }
