@@ -136,7 +136,7 @@ fn throughput(services: &[Svc]) -> f64 {
                         // An in-memory hit never waits: let the scheduler
                         // (and its timers) run now and then.
                         n += 1;
-                        if n % 32 == 0 {
+                        if n.is_multiple_of(32) {
                             tokio::task::yield_now().await;
                         }
                     }

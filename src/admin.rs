@@ -147,7 +147,6 @@ async fn entries(
     let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
     let offset = q.offset.unwrap_or(0);
     let now_ms = cache.shared.clock.now_ms();
-    let memory = &cache.shared.memory;
     let under = |path: &str| {
         prefix == "/"
             || path == prefix
@@ -155,8 +154,12 @@ async fn entries(
                 .strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with('/'))
     };
-    let mut matching: Vec<EntryView> = memory
-        .entries()
+    let mut matching: Vec<EntryView> = cache
+        .shared
+        .backend
+        .memory()
+        .into_iter()
+        .flat_map(|memory| memory.entries())
         .filter(|e| e.vary().is_none() && under(e.path()))
         .map(|e| EntryView {
             key: e.key().unwrap_or_default().to_owned(),

@@ -142,6 +142,7 @@ mod metrics;
 mod policy;
 pub mod store;
 
+pub use cache::clock::{Clock, ManualClock};
 pub use cache::stats::{Counts, Stats};
 pub use cache::{BuildError, Cache, CacheBuilder};
 pub use invalidate::{InvalidateOn, InvalidateService, Target};

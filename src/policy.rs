@@ -247,9 +247,9 @@ pub struct CacheTags(pub Vec<String>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NoStore;
 
-/// The compiled rules of one `CacheLayer`: axum-style patterns to policies.
+/// The route table of one `CacheLayer`: axum-style patterns to policies.
 #[derive(Clone)]
-pub(crate) struct Rules {
+pub(crate) struct RouteTable {
     router: matchit::Router<usize>,
     pub(crate) routes: Vec<CompiledRoute>,
 }
@@ -262,7 +262,7 @@ pub(crate) struct CompiledRoute {
     pub(crate) stats: Arc<crate::cache::stats::Counters>,
 }
 
-impl Rules {
+impl RouteTable {
     pub(crate) fn new() -> Self {
         Self {
             router: matchit::Router::new(),
@@ -292,7 +292,7 @@ impl Rules {
     }
 }
 
-impl fmt::Debug for Rules {
+impl fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.routes.iter().map(|r| (&*r.pattern, &r.policy)))

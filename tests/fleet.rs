@@ -21,7 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use support::*;
 use tower::ServiceBuilder;
-use tower_response_cache::store::{Entry, Lookup, Store, StoreError};
+use tower_response_cache::store::{Entry, Lookup, Store, StoreError, StoreErrorKind};
 use tower_response_cache::{Cache, CacheLayer, InvalidateOn, RoutePolicy, Target};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -48,7 +48,10 @@ impl SharedStore {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         if self.0.down.load(Ordering::SeqCst) {
-            return Err(StoreError("connection refused".into()));
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            ));
         }
         Ok(())
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::invalidate::Target;
-use crate::store::{Entry, Lookup, Store, StoreError};
+use crate::store::{Entry, Lookup, MemoryStore, Store, StoreError};
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -77,7 +77,7 @@ impl Remote {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, future).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError(format!(
+            Err(_) => Err(StoreError::timeout(format!(
                 "{what} timed out after {:?}",
                 self.timeout
             ))),
@@ -99,5 +99,57 @@ impl Remote {
     pub(crate) async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
         self.bounded("invalidate", self.store.invalidate(targets))
             .await
+    }
+}
+
+/// Where a cache keeps its entries and its invalidation index: in this
+/// process (answered at once, on the request path) or in a network store
+/// (awaited, bounded, every failure a pass-through).
+pub(crate) enum Backend {
+    Memory(MemoryStore),
+    Remote(Remote),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Memory(memory) => memory.fmt(f),
+            Backend::Remote(remote) => remote.fmt(f),
+        }
+    }
+}
+
+impl Backend {
+    /// The in-process store, when that is where entries live.
+    #[inline]
+    pub(crate) fn memory(&self) -> Option<&MemoryStore> {
+        match self {
+            Backend::Memory(memory) => Some(memory),
+            Backend::Remote(_) => None,
+        }
+    }
+
+    /// Looks a key up, checked against the invalidation index.
+    pub(crate) async fn get(&self, key: &str) -> Result<Lookup, StoreError> {
+        match self {
+            Backend::Memory(memory) => Ok(memory.lookup_now(key)),
+            Backend::Remote(remote) => remote.get(key).await,
+        }
+    }
+
+    /// The generation an origin read begins at.
+    pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
+        match self {
+            Backend::Memory(memory) => Ok(memory.index.generation()),
+            Backend::Remote(remote) => remote.generation().await,
+        }
+    }
+
+    /// Records an invalidation of every target and returns its generation.
+    pub(crate) async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
+        match self {
+            Backend::Memory(memory) => Ok(memory.invalidate_now(targets)),
+            Backend::Remote(remote) => remote.invalidate(targets).await,
+        }
     }
 }

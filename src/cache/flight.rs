@@ -13,6 +13,9 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
+use super::stats::{Counters, Reason};
+use super::Cache;
+
 /// How a leader's origin call ended, as its waiters see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -125,6 +128,32 @@ impl Drop for Leader {
             // it (`Flights::join` skips finished flights); the waiters go
             // to the origin now.
             let _ = tx.send(Outcome::Abandoned);
+        }
+    }
+}
+
+impl Cache {
+    /// Ends a leader's flight for a response that was not stored: waiters
+    /// go to the origin; a pass marker is set unless the failure was
+    /// transient (a body error, a client gone).
+    pub(crate) fn end_flight(&self, flight: Leader, reason: Reason) {
+        let shared = &self.shared;
+        match reason {
+            Reason::BodyError | Reason::Incomplete => {
+                flight.finish(&shared.flights, Outcome::Abandoned, 0);
+            }
+            _ => {
+                let pass = shared.pass_ms;
+                if pass > 0 {
+                    Counters::add(&shared.extra.pass_markers);
+                }
+                let until = if pass > 0 {
+                    shared.clock.now_ms() + pass
+                } else {
+                    0
+                };
+                flight.finish(&shared.flights, Outcome::Pass, until);
+            }
         }
     }
 }

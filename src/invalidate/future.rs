@@ -6,14 +6,14 @@ use std::task::{ready, Context, Poll};
 use http::{header, HeaderMap, Response, Uri};
 use pin_project_lite::pin_project;
 
-use super::layer::Rules;
+use super::layer::FlushRules;
 use super::Target;
 use crate::cache::Cache;
 
 /// What a mutation will flush if it succeeds.
 pub(crate) struct Flush {
     pub(crate) cache: Cache,
-    pub(crate) rules: Arc<Rules>,
+    pub(crate) rules: Arc<FlushRules>,
     /// The rule that matched, if any.
     pub(crate) rule: Option<Arc<str>>,
     pub(crate) targets: Vec<Target>,
@@ -44,7 +44,7 @@ impl Flush {
             rule = self.rule.as_deref().unwrap_or("(own path)"),
             "a successful write flushes the cache"
         );
-        if self.cache.shared.remote.is_some() {
+        if self.cache.shared.backend.memory().is_none() {
             let Flush { cache, targets, .. } = self;
             return Some(Box::pin(async move {
                 // A failure is counted, traced and retried in the background.

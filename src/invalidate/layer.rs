@@ -10,7 +10,7 @@ use crate::cache::Cache;
 type When = dyn Fn(StatusCode) -> bool + Send + Sync;
 
 /// The rules of one `InvalidateOn`, shared by every service it makes.
-pub(crate) struct Rules {
+pub(crate) struct FlushRules {
     pub(crate) router: matchit::Router<usize>,
     pub(crate) targets: Vec<Vec<Target>>,
     pub(crate) patterns: Vec<Arc<str>>,
@@ -18,7 +18,7 @@ pub(crate) struct Rules {
     pub(crate) when: Arc<When>,
 }
 
-impl Clone for Rules {
+impl Clone for FlushRules {
     fn clone(&self) -> Self {
         Self {
             router: self.router.clone(),
@@ -69,7 +69,7 @@ impl Clone for Rules {
 #[must_use]
 pub struct InvalidateOn {
     cache: Cache,
-    rules: Rules,
+    rules: FlushRules,
 }
 
 impl InvalidateOn {
@@ -77,7 +77,7 @@ impl InvalidateOn {
     pub fn new(cache: &Cache) -> Self {
         Self {
             cache: cache.clone(),
-            rules: Rules {
+            rules: FlushRules {
                 router: matchit::Router::new(),
                 targets: Vec::new(),
                 patterns: Vec::new(),

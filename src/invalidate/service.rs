@@ -5,7 +5,7 @@ use http::{header, Request, Response};
 use tower_service::Service;
 
 use super::future::{Flush, ResponseFuture};
-use super::layer::Rules;
+use super::layer::FlushRules;
 use super::Target;
 use crate::cache::Cache;
 
@@ -14,7 +14,7 @@ use crate::cache::Cache;
 pub struct InvalidateService<S> {
     inner: S,
     cache: Cache,
-    rules: Arc<Rules>,
+    rules: Arc<FlushRules>,
 }
 
 impl<S: Clone> Clone for InvalidateService<S> {
@@ -37,7 +37,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for InvalidateService<S> {
 }
 
 impl<S> InvalidateService<S> {
-    pub(crate) fn new(inner: S, cache: Cache, rules: Arc<Rules>) -> Self {
+    pub(crate) fn new(inner: S, cache: Cache, rules: Arc<FlushRules>) -> Self {
         Self {
             inner,
             cache,

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::service::Pending;
+use super::miss::PendingStore;
 use crate::cache::stats::Reason;
 
 pin_project! {
@@ -51,7 +51,7 @@ impl<B> CacheBody<B> {
         }
     }
 
-    pub(crate) fn tee(inner: B, pending: Box<Pending>, limit: usize) -> Self {
+    pub(crate) fn tee(inner: B, pending: Box<PendingStore>, limit: usize) -> Self {
         let tee = Tee {
             pending: Some(pending),
             buf: Vec::new(),
@@ -84,7 +84,7 @@ impl<B> std::fmt::Debug for CacheBody<B> {
 
 /// The copy of a body on its way to the store.
 pub(crate) struct Tee {
-    pending: Option<Box<Pending>>,
+    pending: Option<Box<PendingStore>>,
     buf: Vec<Bytes>,
     len: usize,
     limit: usize,

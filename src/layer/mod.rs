@@ -4,12 +4,29 @@
 //! answers from the store without calling the inner service (a hit) or
 //! forwards the request and, when the response may be stored, copies its
 //! body as it streams to the client ([`CacheBody`]).
+//!
+//! A request goes through these files in turn:
+//!
+//! - `classify`: which rule covers it, what its headers ask, its key (or
+//!   why it bypasses);
+//! - `service`: the `Service` impl, with the fresh-hit fast path;
+//! - `dispatch`: what the lookup's result leads to (hit, stale with one
+//!   refresh, miss led or coalesced, the network-store path);
+//! - `respond`: answers made from an entry (hit, HEAD, 304, stale);
+//! - `miss`: deciding from the response head whether it may be stored, and
+//!   handing the finished body to the store;
+//! - `future` and `body`: the named future and body the service returns.
 
 mod body;
+mod classify;
+mod dispatch;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
+mod miss;
+mod respond;
 mod service;
+mod trace;
 
 pub use body::CacheBody;
 pub use future::ResponseFuture;

@@ -260,7 +260,10 @@ mod tests {
             crate::Cache::builder().build(),
             crate::Cache::builder().build(),
         );
-        let (a, b) = (&a.shared.memory, &b.shared.memory);
+        let (a, b) = (
+            a.shared.backend.memory().unwrap(),
+            b.shared.backend.memory().unwrap(),
+        );
         assert_ne!(a.seed, b.seed);
         let key = "/items/1?a=1";
         assert_ne!(store_hash(a.seed, key), store_hash(b.seed, key));

@@ -1,154 +1,32 @@
 //! The Redis store: entries, the logical clock and the invalidation index
 //! in Redis (or Valkey). See [`RedisStore`] for the layout and behaviour;
-//! `codec` holds the binary form of an entry, `scripts` the Lua scripts,
+//! `builder` holds its settings, `conn` the connection and the calls'
+//! time budget, `codec` the binary form of an entry, `scripts` the Lua scripts,
 //! `near` the near cache and `breaker` the cool-down.
 
 mod breaker;
+mod builder;
 mod codec;
+mod conn;
 mod near;
 mod scripts;
-#[doc(hidden)]
-pub mod testing;
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, Value};
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
 use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
-use super::{Entry, Lookup, Store, StoreError, Target};
-use crate::invalidate::index::MAX_RECORDS;
-use breaker::{Breaker, Tripped};
+use super::{Entry, Lookup, Store, StoreError, StoreErrorKind, Target};
+use breaker::Breaker;
+pub use builder::RedisStoreBuilder;
 use near::Near;
 
 /// How many records past the horizon one call prunes at most.
 const PRUNE_BATCH: usize = 1024;
-
-/// Builds a [`RedisStore`]; see [`RedisStore::builder`]. Every setting has
-/// a default.
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RedisStoreBuilder {
-    url: String,
-    namespace: String,
-    connect_timeout: Duration,
-    command_timeout: Duration,
-    cooldown: Duration,
-    failure_threshold: u32,
-    near_cache: Option<u64>,
-    max_records: usize,
-}
-
-impl RedisStoreBuilder {
-    /// The prefix of every key and of the pub/sub channel (default `trc`).
-    /// Caches that must not see each other's entries or invalidations use
-    /// different namespaces. It may not contain `{` or `}`.
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// The longest wait for a connection to Redis (default 250 ms).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// The longest wait for one command's answer (default 100 ms). A 1 MiB
-    /// entry stores and loads well within the default on a local network.
-    pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// How long Redis is skipped after
-    /// [`failure_threshold`](Self::failure_threshold) consecutive failures
-    /// (default 1 s); then a probe tries it again, and again after each
-    /// further cool-down until it answers.
-    pub fn cooldown(mut self, cooldown: Duration) -> Self {
-        self.cooldown = cooldown;
-        self
-    }
-
-    /// How many consecutive failures (timeouts, refused or lost
-    /// connections) start a cool-down (default 3; at least 1). Errors that
-    /// Redis answers with (such as out of memory) fail the call but do not
-    /// count.
-    pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.failure_threshold = failures.max(1);
-        self
-    }
-
-    /// Adds an in-process tier of up to `max_bytes` in front of Redis,
-    /// kept coherent by pub/sub (off by default). See
-    /// [`RedisStore`](RedisStore#near-cache) for the staleness window it
-    /// allows.
-    pub fn near_cache(mut self, max_bytes: u64) -> Self {
-        self.near_cache = Some(max_bytes);
-        self
-    }
-
-    /// The most index records kept before the oldest are dropped early
-    /// (default 262 144). For tests.
-    #[doc(hidden)]
-    pub fn max_records(mut self, records: usize) -> Self {
-        self.max_records = records.max(1);
-        self
-    }
-
-    /// Builds the store, without connecting.
-    ///
-    /// # Errors
-    ///
-    /// When the URL is not a valid Redis URL, or the namespace holds a
-    /// brace.
-    pub fn build(self) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| StoreError(format!("invalid redis url: {e}")))?;
-        if self.namespace.contains(['{', '}']) {
-            return Err(StoreError(format!(
-                "invalid redis namespace {:?}: it may not contain braces",
-                self.namespace
-            )));
-        }
-        let ns = &self.namespace;
-        let keys = Keys {
-            entry_prefix: format!("{{{ns}}}:e:"),
-            clock: format!("{{{ns}}}:clock"),
-            idx: format!("{{{ns}}}:idx"),
-            idx_t: format!("{{{ns}}}:idx:t"),
-            meta: format!("{{{ns}}}:meta"),
-            channel: format!("{{{ns}}}:inv"),
-        };
-        let inner = Arc::new_cyclic(|weak| Inner {
-            weak: weak.clone(),
-            client,
-            manager: OnceLock::new(),
-            keys,
-            namespace: self.namespace.clone(),
-            scripts: Scripts {
-                get: Script::new(scripts::GET),
-                put: Script::new(scripts::PUT),
-                invalidate: Script::new(scripts::INVALIDATE),
-                generation: Script::new(scripts::GENERATION),
-            },
-            connect_timeout: self.connect_timeout,
-            command_timeout: self.command_timeout,
-            breaker: Breaker::new(self.failure_threshold, self.cooldown),
-            connected: AtomicBool::new(false),
-            scripts_loaded: AtomicBool::new(false),
-            near: self.near_cache.map(|bytes| Arc::new(Near::new(bytes))),
-            subscriber: OnceLock::new(),
-            max_records: self.max_records,
-        });
-        Ok(RedisStore { inner })
-    }
-}
 
 /// A [`Store`] in Redis (or Valkey): entries, the logical clock and the
 /// invalidation index live in Redis, so that every instance of an
@@ -163,7 +41,7 @@ impl RedisStoreBuilder {
 /// use std::time::Duration;
 /// use tower_response_cache::store::RedisStore;
 ///
-/// # fn main() -> Result<(), tower_response_cache::store::StoreError> {
+/// # fn main() -> Result<(), tower_response_cache::store::ConfigError> {
 /// // Nothing connects here: an application starts even when Redis is down,
 /// // and the first request that needs Redis connects.
 /// let store = RedisStore::builder("redis://127.0.0.1:6379/")
@@ -326,244 +204,11 @@ fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
 
-/// Whether an error says Redis is unreachable or unresponsive (rather than
-/// an answer Redis gave): only these count towards a cool-down.
-fn is_outage(e: &RedisError) -> bool {
-    e.is_timeout()
-        || e.is_io_error()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-        || e.is_unrecoverable_error()
-}
-
-fn describe(op: &str, e: &RedisError) -> String {
-    if e.is_timeout() {
-        format!("redis {op} timed out ({e})")
-    } else if e.is_connection_refusal() {
-        format!("redis {op}: connection refused ({e})")
-    } else if e.is_connection_dropped() || e.is_io_error() {
-        format!("redis {op}: connection lost ({e})")
-    } else {
-        format!("redis {op}: {e}")
-    }
-}
-
-/// Marks a call in flight; one dropped unfinished after its whole time
-/// budget (a caller's own timeout cut it off) counts as a timeout.
-struct InFlight<'a> {
-    inner: &'a Inner,
-    op: &'static str,
-    started: Instant,
-    budget: Duration,
-    done: bool,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.done && self.started.elapsed() >= self.budget {
-            self.inner
-                .failed(self.op, format!("redis {} timed out (cancelled)", self.op));
-        }
-    }
-}
-
-impl Inner {
-    fn entry_key(&self, key: &str) -> String {
-        let mut k = String::with_capacity(self.keys.entry_prefix.len() + key.len());
-        k.push_str(&self.keys.entry_prefix);
-        k.push_str(key);
-        k
-    }
-
-    /// The connection manager, made on first use (it needs a runtime). It
-    /// connects lazily and reconnects by itself after a lost connection.
-    fn manager(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(m) = self.manager.get() {
-            return Ok(m.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            // One attempt per (re)connection: the breaker and the callers'
-            // next calls do the retrying.
-            .set_number_of_retries(0);
-        let m = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(|e| StoreError(describe("connect", &e)))?;
-        Ok(self.manager.get_or_init(|| m).clone())
-    }
-
-    /// Starts the near cache's subscriber once, on first use.
-    fn start_subscriber(&self) {
-        let Some(near) = &self.near else { return };
-        if self.subscriber.get().is_some() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        self.subscriber.get_or_init(|| {
-            runtime
-                .spawn(near::subscriber(
-                    near.clone(),
-                    self.client.clone(),
-                    self.keys.channel.clone(),
-                    self.connect_timeout,
-                    self.command_timeout,
-                ))
-                .abort_handle()
-        });
-    }
-
-    /// A call's time budget.
-    fn budget(&self) -> Duration {
-        if self.connected.load(Ordering::Relaxed) {
-            self.command_timeout
-        } else {
-            self.command_timeout + self.connect_timeout
-        }
-    }
-
-    /// Checks the breaker and hands out a connection, with the scripts
-    /// loaded.
-    async fn begin(&self) -> Result<ConnectionManager, StoreError> {
-        self.start_subscriber();
-        self.breaker.check().map_err(StoreError)?;
-        let mut con = self.manager()?;
-        if !self.scripts_loaded.load(Ordering::Acquire) {
-            // Loaded up front (one round trip) rather than on NOSCRIPT, which
-            // would send a large entry twice.
-            let mut pipe = redis::pipe();
-            for source in scripts::ALL {
-                pipe.cmd("SCRIPT").arg("LOAD").arg(source);
-            }
-            self.run("script load", pipe.query_async::<Value>(&mut con))
-                .await?;
-            self.scripts_loaded.store(true, Ordering::Release);
-        }
-        Ok(con)
-    }
-
-    /// Runs one command under the time budget and books its outcome.
-    async fn run<T>(
-        &self,
-        op: &'static str,
-        command: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
-        let budget = self.budget();
-        let mut flight = InFlight {
-            inner: self,
-            op,
-            started: Instant::now(),
-            budget,
-            done: false,
-        };
-        let result = tokio::time::timeout(budget, command).await;
-        flight.done = true;
-        match result {
-            Ok(Ok(v)) => {
-                self.connected.store(true, Ordering::Relaxed);
-                self.breaker.success();
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                let msg = if e.is_timeout() {
-                    format!("redis {op} timed out after {} ms", ms(budget))
-                } else {
-                    describe(op, &e)
-                };
-                if is_outage(&e) {
-                    self.failed(op, msg.clone());
-                } else {
-                    tracing::debug!(op, error = %e, "redis store: command failed");
-                }
-                Err(StoreError(msg))
-            }
-            Err(_) => {
-                let msg = format!("redis {op} timed out after {} ms", ms(budget));
-                self.failed(op, msg.clone());
-                Err(StoreError(msg))
-            }
-        }
-    }
-
-    /// Books a failure that says Redis is out of reach; may open the
-    /// breaker and start the prober.
-    fn failed(&self, op: &'static str, msg: String) {
-        self.connected.store(false, Ordering::Relaxed);
-        // The server may come back without them (a restart).
-        self.scripts_loaded.store(false, Ordering::Release);
-        tracing::debug!(op, error = %msg, "redis store: call failed");
-        if self.breaker.failure() == Tripped::Now {
-            tracing::warn!(
-                error = %msg,
-                cooldown_ms = ms(self.breaker.cooldown()) as u64,
-                "redis store: skipping redis for a cool-down after consecutive failures"
-            );
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(probe(self.weak.clone()));
-            } else {
-                // No runtime to probe from: let the next call try.
-                self.breaker.close();
-            }
-        }
-    }
-
-    /// One PING, under the budget (for the prober).
-    async fn ping(&self) -> Result<(), StoreError> {
-        let mut con = self.manager()?;
-        let budget = self.command_timeout + self.connect_timeout;
-        match tokio::time::timeout(budget, redis::cmd("PING").query_async::<Value>(&mut con)).await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(StoreError(describe("ping", &e))),
-            Err(_) => Err(StoreError("redis ping timed out".into())),
-        }
-    }
-}
-
-/// Waits out the cool-down, then pings; closes the breaker when Redis
-/// answers, or waits another cool-down. Ends with the store.
-async fn probe(weak: Weak<Inner>) {
-    loop {
-        let Some(cooldown) = weak.upgrade().map(|i| i.breaker.cooldown()) else {
-            return;
-        };
-        tokio::time::sleep(cooldown).await;
-        let Some(inner) = weak.upgrade() else { return };
-        // The first ping may meet the failed connection of the outage and
-        // only start a new one; the second waits for that.
-        let mut answered = false;
-        for _ in 0..2 {
-            if inner.ping().await.is_ok() {
-                answered = true;
-                break;
-            }
-        }
-        if answered {
-            inner.connected.store(true, Ordering::Relaxed);
-            inner.breaker.close();
-            tracing::info!("redis store: redis answers again; caching through it resumes");
-            return;
-        }
-        inner.breaker.schedule_probe();
-        tracing::debug!("redis store: probe failed; another cool-down");
-    }
-}
-
 impl RedisStore {
     /// A builder for a store at `url`, such as `redis://127.0.0.1:6379/`
     /// (`redis://[user:password@]host[:port][/db]`, or `redis+unix://`).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            url: url.into(),
-            namespace: "trc".into(),
-            connect_timeout: Duration::from_millis(250),
-            command_timeout: Duration::from_millis(100),
-            cooldown: Duration::from_secs(1),
-            failure_threshold: 3,
-            near_cache: None,
-            max_records: MAX_RECORDS,
-        }
+        RedisStoreBuilder::new(url.into())
     }
 
     /// The namespace every key carries.
@@ -652,9 +297,10 @@ impl Store for RedisStore {
                 (items.swap_remove(0), value)
             }
             other => {
-                return Err(StoreError(format!(
-                    "redis get: unexpected answer {other:?}"
-                )))
+                return Err(StoreError::new(
+                    StoreErrorKind::Protocol,
+                    format!("redis get: unexpected answer {other:?}"),
+                ))
             }
         };
         match (code, value) {
@@ -692,7 +338,10 @@ impl Store for RedisStore {
                 tracing::warn!(key, "redis store: unreadable entry dropped");
                 Ok(Lookup::Miss)
             }
-            (code, _) => Err(StoreError(format!("redis get: unexpected answer {code:?}"))),
+            (code, _) => Err(StoreError::new(
+                StoreErrorKind::Protocol,
+                format!("redis get: unexpected answer {code:?}"),
+            )),
         }
     }
 

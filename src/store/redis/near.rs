@@ -190,7 +190,7 @@ impl Near {
 /// Parses an invalidation message: generation (u64 BE), then the 8-byte
 /// hashes.
 pub(crate) fn parse_message(payload: &[u8]) -> Option<(u64, impl Iterator<Item = u64> + '_)> {
-    if payload.len() < 8 || payload.len() % 8 != 0 {
+    if payload.len() < 8 || !payload.len().is_multiple_of(8) {
         return None;
     }
     let generation = u64::from_be_bytes(payload[..8].try_into().ok()?);

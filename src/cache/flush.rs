@@ -1,0 +1,143 @@
+//! Flushing: the programmatic API ([`Cache::invalidate_prefix`] and
+//! friends), and the retries of a flush a network store refused.
+
+use std::time::Duration;
+
+use super::backend::Backend;
+use super::Cache;
+use crate::invalidate::Target;
+use crate::store::StoreError;
+
+/// How often, and how many times, a failed flush is retried.
+const FLUSH_RETRIES: u32 = 20;
+const FLUSH_RETRY_EVERY: Duration = Duration::from_millis(250);
+
+impl Cache {
+    /// Flushes every entry whose path lies under `prefix`, on whole
+    /// segments: `/products` covers `/products`, `/products/42` and
+    /// `/products?page=2`, never `/products-archive`; `/` covers
+    /// everything. Every scope (every user's entry) on those paths goes.
+    ///
+    /// Costs O(1) whatever the number of entries: the flush is a record
+    /// checked when an entry is next looked up.
+    pub fn invalidate_prefix(&self, prefix: &str) {
+        self.invalidate(&[Target::prefix(prefix)]);
+    }
+
+    /// Flushes every entry carrying `tag`. Tags double as named events: a
+    /// read route tagged `order.created` is flushed by whatever flushes
+    /// that tag.
+    pub fn invalidate_tag(&self, tag: &str) {
+        self.invalidate(&[Target::tag(tag)]);
+    }
+
+    /// Flushes everything.
+    pub fn invalidate_all(&self) {
+        self.invalidate(&[Target::prefix("/")]);
+    }
+
+    /// Flushes every target at once (one generation), and returns that
+    /// generation.
+    ///
+    /// With a network store ([`CacheBuilder::store`](crate::CacheBuilder::store))
+    /// the flush is sent in the background (retried for a few seconds if
+    /// the store fails) and this returns 0; await [`flush`](Self::flush) to
+    /// know it holds.
+    pub fn invalidate(&self, targets: &[Target]) -> u64 {
+        self.invalidate_by(targets, "api")
+    }
+
+    /// Flushes every target at once and waits until the flush holds for
+    /// every instance sharing the store; returns its generation.
+    ///
+    /// # Errors
+    ///
+    /// When a network store failed or timed out (the flush is then retried
+    /// in the background for a few seconds).
+    pub async fn flush(&self, targets: &[Target]) -> Result<u64, StoreError> {
+        self.flush_by(targets, "api").await
+    }
+
+    /// Flushes targets on behalf of `by` (`api`, `InvalidateOn`, `admin`),
+    /// counted and traced at info level; in the background on a network
+    /// store.
+    pub(crate) fn invalidate_by(&self, targets: &[Target], by: &'static str) -> u64 {
+        let Backend::Memory(memory) = &self.shared.backend else {
+            let cache = self.clone();
+            let targets = targets.to_vec();
+            let flush = async move {
+                let _ = cache.flush_by(&targets, by).await;
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(flush);
+                }
+                Err(_) => {
+                    tracing::error!(
+                        by,
+                        "a flush on a network store needs a tokio runtime; use Cache::flush"
+                    );
+                }
+            }
+            return 0;
+        };
+        let generation = memory.invalidate_now(targets);
+        self.counted(targets, generation, by);
+        generation
+    }
+
+    /// Flushes targets and waits for the store; a failed flush is retried
+    /// in the background.
+    pub(crate) async fn flush_by(
+        &self,
+        targets: &[Target],
+        by: &'static str,
+    ) -> Result<u64, StoreError> {
+        match self.shared.backend.invalidate(targets).await {
+            Ok(generation) => {
+                self.counted(targets, generation, by);
+                Ok(generation)
+            }
+            Err(e) => {
+                self.store_error("invalidate", &e);
+                let cache = self.clone();
+                let targets = targets.to_vec();
+                tokio::spawn(async move { cache.retry_flush(targets, by).await });
+                Err(e)
+            }
+        }
+    }
+
+    /// Retries a failed flush a bounded number of times: a store that comes
+    /// back soon must not keep entries a write made stale.
+    async fn retry_flush(&self, targets: Vec<Target>, by: &'static str) {
+        for attempt in 1..=FLUSH_RETRIES {
+            tokio::time::sleep(FLUSH_RETRY_EVERY).await;
+            match self.shared.backend.invalidate(&targets).await {
+                Ok(generation) => {
+                    self.counted(&targets, generation, by);
+                    tracing::info!(?targets, attempt, "flush retried and recorded");
+                    return;
+                }
+                Err(e) => self.store_error("invalidate", &e),
+            }
+        }
+        tracing::error!(
+            ?targets,
+            "flush could not be recorded in the store; entries under these targets may be \
+             served until their TTL ends"
+        );
+    }
+
+    /// Counts and traces a recorded flush.
+    fn counted(&self, targets: &[Target], generation: u64, by: &'static str) {
+        for target in targets {
+            self.count_invalidation(match target {
+                Target::Prefix(_) => "prefix",
+                Target::Tag(_) => "tag",
+                Target::Key(_) => "key",
+            });
+        }
+        tracing::info!(?targets, generation, by, "cache invalidated");
+    }
+}

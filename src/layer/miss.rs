@@ -1,0 +1,362 @@
+//! A miss on its way to the origin: deciding from the response head whether
+//! it may be stored, preparing the entry, handing the body to the store
+//! when it has ended, and serving a stale entry when the origin fails.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::respond::respond;
+use super::CacheBody;
+use crate::cache::backend::Backend;
+use crate::cache::flight::{Leader, Outcome};
+use crate::cache::lookup::VaryMarker;
+use crate::cache::stats::{Counters, Event, Reason};
+use crate::cache::Cache;
+use crate::headers;
+use crate::key::CacheKey;
+use crate::policy::CompiledRoute;
+use crate::store::{Entry, EntryParts};
+
+/// When an origin read begins: the time, and the generation of the
+/// invalidation clock (the entry's birth, for the race rule).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadStart {
+    pub(crate) now_ms: u64,
+    pub(crate) born: u64,
+}
+
+/// A miss on its way to the origin: what storing its response needs.
+pub(crate) struct Miss {
+    pub(crate) cache: Cache,
+    pub(crate) route: CompiledRoute,
+    pub(crate) key: CacheKey,
+    pub(crate) path: Box<str>,
+    pub(crate) request_headers: HeaderMap,
+    pub(crate) born: u64,
+    pub(crate) born_ms: u64,
+    pub(crate) head: bool,
+    /// This miss leads a coalesced flight.
+    pub(crate) flight: Option<Leader>,
+    /// An expired entry still inside its stale-if-error window.
+    pub(crate) stale: Option<Arc<Entry>>,
+    /// The request's span, for what is decided after the response head.
+    pub(crate) span: tracing::Span,
+}
+
+/// A response being stored: everything but the body, which the body tee
+/// hands over when it ends.
+pub(crate) struct PendingStore {
+    pub(crate) cache: Cache,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) key: CacheKey,
+    pub(crate) primary: Option<VaryMarker>,
+    /// The entry to store, all but its body.
+    pub(crate) entry: EntryParts,
+    pub(crate) flight: Option<Leader>,
+    pub(crate) span: tracing::Span,
+}
+
+impl PendingStore {
+    pub(crate) fn not_stored(mut self: Box<Self>, reason: Reason) {
+        let cache = &self.cache;
+        cache.record(Some(&self.counters), Event::Reason(reason));
+        self.span.record("reason", reason.as_str());
+        tracing::debug!(parent: &self.span, key = %self.key.full, reason = reason.as_str(), "response not stored");
+        if let Some(flight) = self.flight.take() {
+            cache.end_flight(flight, reason);
+        }
+    }
+
+    pub(crate) fn store(mut self: Box<Self>, body: Bytes) {
+        let mut parts = std::mem::take(&mut self.entry);
+        if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
+            parts
+                .headers
+                .push((header::ETAG, headers::computed_etag(&body)));
+        }
+        parts.body = body;
+        let marker = self.primary.take().map(|(primary, names)| {
+            let marker = EntryParts {
+                status: StatusCode::OK.as_u16(),
+                born: parts.born,
+                key_hash: parts.key_hash,
+                born_ms: parts.born_ms,
+                fresh_until_ms: parts.fresh_until_ms,
+                grace_until_ms: parts.grace_until_ms,
+                stale_while_revalidate_until_ms: parts.stale_while_revalidate_until_ms,
+                path: parts.path.clone(),
+                vary: Some(names.into_vec()),
+                ..EntryParts::default()
+            };
+            let marker = Entry::keyed(marker, &primary.full).expect("200 is a valid status");
+            (primary, marker)
+        });
+        let entry = Entry::keyed(parts, &self.key.full).expect("the origin's status is valid");
+        let Backend::Memory(memory) = &self.cache.shared.backend else {
+            self.store_remote(Arc::new(entry), marker);
+            return;
+        };
+        let weight = entry.weight();
+        if !memory.put_now(self.key.lookup(), Arc::new(entry)) {
+            self.cache.record(Some(&self.counters), Event::Rejected);
+            self.not_stored(Reason::Rejected);
+            return;
+        }
+        if let Some((primary, marker)) = marker {
+            // The marker saying where the variants are.
+            memory.put_now(primary.lookup(), Arc::new(marker));
+        }
+        self.stored(weight);
+    }
+
+    /// Counts and traces a stored response, and hands it to the waiters.
+    fn stored(mut self: Box<Self>, weight: u64) {
+        self.span.record("stored_bytes", weight);
+        self.cache.record(Some(&self.counters), Event::Store);
+        tracing::debug!(parent: &self.span, key = %self.key.full, bytes = weight, "response stored");
+        if let Some(flight) = self.flight.take() {
+            flight.finish(&self.cache.shared.flights, Outcome::Stored, 0);
+        }
+    }
+}
+
+impl PendingStore {
+    /// Writes an entry (and its Vary marker) to a network store in the
+    /// background; the flight, if any, ends when the write has landed, so
+    /// that its waiters find the entry.
+    fn store_remote(self: Box<Self>, entry: Arc<Entry>, marker: Option<(CacheKey, Entry)>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.not_stored(Reason::StoreFailed);
+            return;
+        };
+        runtime.spawn(async move {
+            let Backend::Remote(remote) = &self.cache.shared.backend else {
+                return;
+            };
+            let weight = entry.weight();
+            let mut written = remote.put(self.key.lookup(), entry).await;
+            if let (Ok(()), Some((primary, marker))) = (&written, marker) {
+                written = remote.put(primary.lookup(), Arc::new(marker)).await;
+            }
+            match written {
+                Ok(()) => self.stored(weight),
+                Err(e) => {
+                    self.cache.store_error("put", &e);
+                    self.not_stored(Reason::StoreFailed);
+                }
+            }
+        });
+    }
+}
+
+impl Miss {
+    /// A miss on `key` (the primary key when a Vary marker was found: the
+    /// marker is rewritten when the response is stored), read from the
+    /// origin from `read` on.
+    pub(crate) fn new(
+        cache: &Cache,
+        route: &CompiledRoute,
+        key: CacheKey,
+        parts: &http::request::Parts,
+        head: bool,
+        read: ReadStart,
+    ) -> Miss {
+        Miss {
+            cache: cache.clone(),
+            route: route.clone(),
+            path: parts.uri.path().into(),
+            request_headers: if head {
+                HeaderMap::new()
+            } else {
+                parts.headers.clone()
+            },
+            key,
+            born: read.born,
+            born_ms: read.now_ms,
+            head,
+            flight: None,
+            stale: None,
+            span: tracing::Span::current(),
+        }
+    }
+}
+
+impl Miss {
+    /// Decides from the response head whether it may be stored, and if so
+    /// prepares the entry; `Err` says why not.
+    pub(crate) fn decide<B>(
+        mut self: Box<Self>,
+        response: &mut Response<B>,
+    ) -> Result<Box<PendingStore>, (Box<Self>, Reason)>
+    where
+        B: http_body::Body,
+    {
+        use crate::policy::{CacheTags, CacheTtl, NoStore};
+        let ext = response.extensions_mut();
+        let no_store = ext.remove::<NoStore>().is_some();
+        let ttl = ext
+            .remove::<CacheTtl>()
+            .map_or(self.route.policy.ttl, |t| t.0);
+        let extra_tags = ext.remove::<CacheTags>();
+        let directives = headers::response_directives(response.headers());
+        let reason = if self.head {
+            Some(Reason::Head)
+        } else if no_store || ttl.is_zero() {
+            Some(Reason::Handler)
+        } else if !self.route.policy.status_allowed(response.status()) {
+            Some(Reason::Status)
+        } else if response.headers().contains_key(header::SET_COOKIE) {
+            Some(Reason::SetCookie)
+        } else if directives.forbids_store {
+            Some(Reason::CacheControl)
+        } else if headers::is_event_stream(response.headers()) {
+            Some(Reason::EventStream)
+        } else if response.body().size_hint().lower() > self.cache.shared.max_body_bytes as u64 {
+            Some(Reason::TooLarge)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err((self, reason));
+        }
+        let vary = match headers::vary_names(response.headers()) {
+            Ok(names) => names,
+            Err(()) => return Err((self, Reason::VaryStar)),
+        };
+        let flight = self.flight.take();
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
+        let Miss {
+            cache,
+            route,
+            key,
+            path,
+            request_headers,
+            born,
+            born_ms,
+            ..
+        } = *self;
+        let key_hash = crate::invalidate::index::key_hash(&key.full);
+        let (key, primary) = if vary.is_empty() {
+            (key, None)
+        } else {
+            let names: Box<[HeaderName]> = vary.into();
+            (key.variant(&names, &request_headers), Some((key, names)))
+        };
+        // Cloned for now; the entry copies their bytes into its own buffer.
+        let stored_headers: Vec<(HeaderName, HeaderValue)> = response
+            .headers()
+            .iter()
+            .filter(|(n, _)| !headers::is_unstorable_header(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let mut tags: Vec<String> = route.policy.tags.iter().map(|t| t.to_string()).collect();
+        if let Some(CacheTags(extra)) = extra_tags {
+            tags.extend(extra);
+        }
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let fresh_until_ms = born_ms.saturating_add(ms(ttl));
+        let swr = directives
+            .stale_while_revalidate
+            .map_or(ms(route.policy.stale_while_revalidate), |s| {
+                s.saturating_mul(1000)
+            });
+        let sie = directives
+            .stale_if_error
+            .map_or(ms(route.policy.stale_if_error), |s| s.saturating_mul(1000));
+        Ok(Box::new(PendingStore {
+            counters: route.stats.clone(),
+            cache,
+            key,
+            primary,
+            flight,
+            span,
+            entry: EntryParts {
+                status: response.status().as_u16(),
+                headers: stored_headers,
+                born,
+                key_hash,
+                born_ms,
+                fresh_until_ms,
+                stale_while_revalidate_until_ms: fresh_until_ms.saturating_add(swr),
+                grace_until_ms: fresh_until_ms.saturating_add(swr.max(sie)),
+                path: path.into(),
+                tags,
+                ..EntryParts::default()
+            },
+        }))
+    }
+}
+
+/// The stale entry of a miss, if its stale-if-error window is still open.
+pub(crate) fn usable_stale(miss: &Miss) -> Option<Arc<Entry>> {
+    let stale = miss.stale.as_ref()?;
+    (miss.cache.shared.clock.now_ms() < stale.grace_until_ms()).then(|| stale.clone())
+}
+
+/// Answers an origin failure with a stale entry (stale-if-error). The
+/// leader's waiters, if any, go to the origin themselves.
+pub(crate) fn serve_stale<B>(
+    miss: &Miss,
+    stale: &Entry,
+    fwd_status: Option<u16>,
+) -> Response<CacheBody<B>> {
+    let shared = &miss.cache.shared;
+    miss.cache.record(Some(&miss.route.stats), Event::Stale);
+    tracing::debug!(key = %miss.key.full, outcome = "stale-if-error", fwd_status, "cache decision");
+    let now_ms = shared.clock.now_ms();
+    respond(
+        stale,
+        now_ms,
+        miss.head,
+        false,
+        headers::stale_if_error(fwd_status),
+    )
+}
+
+/// The inner service's response to a miss: stored as its body streams
+/// when it may be, passed through (saying why) when not.
+pub(crate) fn finish_miss<B>(miss: Box<Miss>, mut response: Response<B>) -> Response<CacheBody<B>>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+{
+    let limit = miss.cache.shared.max_body_bytes;
+    match miss.decide(&mut response) {
+        Ok(pending) => {
+            add_status(&mut response, "miss", None, true);
+            let (parts, body) = response.into_parts();
+            if body.is_end_stream() {
+                // Nothing will be polled: store the empty body now.
+                pending.store(bytes::Bytes::new());
+                return Response::from_parts(parts, CacheBody::passthrough(body));
+            }
+            Response::from_parts(parts, CacheBody::tee(body, pending, limit))
+        }
+        Err((mut miss, reason)) => {
+            let cache = miss.cache.clone();
+            cache.record(Some(&miss.route.stats), Event::Reason(reason));
+            miss.span.record("reason", reason.as_str());
+            tracing::debug!(parent: &miss.span, key = %miss.key.full, reason = reason.as_str(), "response not stored");
+            if let Some(flight) = miss.flight.take() {
+                cache.end_flight(flight, reason);
+            }
+            add_status(&mut response, "miss", Some(reason), false);
+            response.map(CacheBody::passthrough)
+        }
+    }
+}
+
+/// Appends the `Cache-Status` of a forwarded request.
+pub(crate) fn add_status<B>(
+    response: &mut Response<B>,
+    fwd: &'static str,
+    reason: Option<Reason>,
+    stored: bool,
+) {
+    response.headers_mut().append(
+        headers::CACHE_STATUS.clone(),
+        headers::forwarded(fwd, reason.map(Reason::as_str), stored),
+    );
+}
