@@ -50,6 +50,7 @@ impl Cache {
     /// );
     /// # let _ = app;
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn admin_router(&self) -> Router {
         Router::new()
             .route("/stats", get(stats))

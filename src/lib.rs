@@ -120,6 +120,35 @@
 //! response leaves, and an optional near cache keeps hits in process. Any
 //! other [`store::Store`] works the same way.
 //!
+//! # Time in tests
+//!
+//! TTLs follow the system's coarse monotonic clock. A cache built inside
+//! `#[tokio::test(start_paused = true)]` follows tokio's clock instead, so
+//! `tokio::time::advance` ages its entries; [`CacheBuilder::clock`] makes
+//! the choice explicit, or takes a [`ManualClock`] a test moves itself:
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_response_cache::{Cache, ManualClock};
+//!
+//! let clock = ManualClock::new();
+//! let cache = Cache::builder().clock(clock.clone()).build();
+//! clock.advance(Duration::from_secs(30));
+//! # let _ = cache;
+//! ```
+//!
+//! # Cargo features
+//!
+//! | feature | adds | pulls in |
+//! |---|---|---|
+//! | `redis` | `store::RedisStore`: entries, clock and invalidation index in Redis or Valkey, shared by a fleet, with an optional near cache | `redis` (tokio, connection manager) |
+//! | `axum` | `Cache::admin_router`: statistics, flushes and entries over HTTP (JSON); implies `serde` | `axum` (no default features), `serde_json` |
+//! | `metrics` | counters and gauges through the [`metrics`](https://docs.rs/metrics) facade | `metrics` |
+//! | `serde` | `Serialize` on [`Stats`] and [`Counts`] | `serde` |
+//!
+//! None is on by default: the crate alone needs `http`, `tower`'s traits,
+//! `tokio`'s timer and `quick_cache`.
+//!
 //! # Failures
 //!
 //! The cache never turns a problem into a client error: a request the cache
@@ -128,6 +157,7 @@
 //! traced (`tracing`, debug level, one event per decision with key, outcome
 //! and reason; a failing store at warn level).
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "axum")]

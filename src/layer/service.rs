@@ -14,7 +14,6 @@ use super::CacheBody;
 use crate::cache::backend::Backend;
 use crate::cache::lookup::Probe;
 use crate::cache::stats::Reason;
-use crate::policy::CompiledRoute;
 use crate::store::Lookup;
 
 /// The service made by [`CacheLayer`](super::CacheLayer).
@@ -96,7 +95,13 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(head) = is_head(req.method()) else {
-            return self.bypass(req, Reason::Method, None);
+            return bypass(
+                &mut self.inner,
+                &self.config.cache,
+                req,
+                Reason::Method,
+                None,
+            );
         };
         let config = &*self.config;
         let cache = &config.cache;
@@ -205,19 +210,5 @@ impl<S> CacheService<S> {
             born: memory.index.generation(),
         };
         answer(&mut self.inner, cache, route, request, found, read, &span)
-    }
-}
-
-impl<S> CacheService<S> {
-    fn bypass<ReqBody, ResBody>(
-        &mut self,
-        req: Request<ReqBody>,
-        reason: Reason,
-        route: Option<&CompiledRoute>,
-    ) -> ResponseFuture<S::Future, ResBody, S::Error>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    {
-        bypass(&mut self.inner, &self.config.cache, req, reason, route)
     }
 }
