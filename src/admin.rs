@@ -50,8 +50,14 @@ impl Cache {
     /// );
     /// # let _ = app;
     /// ```
+    ///
+    /// It fits an app of any state (`S`): nest it into a `Router<AppState>`
+    /// as it is.
     #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-    pub fn admin_router(&self) -> Router {
+    pub fn admin_router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
         Router::new()
             .route("/stats", get(stats))
             .route("/invalidate", post(invalidate))

@@ -175,11 +175,16 @@ pub(crate) fn not_modified(
     matches!((parse(ims), parse(lm)), (Some(ims), Some(lm)) if lm <= ims)
 }
 
-/// A strong `ETag` computed from a body with a stable hash, so every
+/// A weak `ETag` computed from a body with a stable hash, so every
 /// process computes the same one for the same bytes.
+///
+/// Weak, because the cache cannot know what stands outside it: a
+/// compression layer outside the cache sends other bytes under the same
+/// validator, which a strong one must never do (RFC 9110, section 8.8.1).
+/// A weak validator is all `If-None-Match` needs.
 pub(crate) fn computed_etag(body: &[u8]) -> HeaderValue {
     let h = xxhash_rust::xxh3::xxh3_128(body);
-    HeaderValue::try_from(format!("\"{h:032x}\"")).expect("hex is a valid header value")
+    HeaderValue::try_from(format!("W/\"{h:032x}\"")).expect("hex is a valid header value")
 }
 
 /// Numbers below this get their header values (`Age` and the hit

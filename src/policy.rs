@@ -145,14 +145,24 @@ impl RoutePolicy {
     }
 
     /// The response statuses that may be stored (default:
-    /// [`DEFAULT_STATUSES`]). `206` is never stored.
+    /// [`DEFAULT_STATUSES`]), as [`StatusCode`]s or numbers:
+    /// `.statuses([StatusCode::OK])`, `.statuses([200, 404])` and
+    /// `.statuses(DEFAULT_STATUSES)` all work. `206` is never stored.
+    ///
+    /// # Panics
+    ///
+    /// When a number is not a status code (100 to 999).
     pub fn statuses<I>(mut self, statuses: I) -> Self
     where
-        I: IntoIterator<Item = StatusCode>,
+        I: IntoIterator,
+        I::Item: TryInto<StatusCode>,
     {
         let mut s: Vec<u16> = statuses
             .into_iter()
-            .map(|s| s.as_u16())
+            .map(|s| match s.try_into() {
+                Ok(status) => status.as_u16(),
+                Err(_) => panic!("RoutePolicy::statuses: not a status code (100 to 999)"),
+            })
             .filter(|&s| s != 206)
             .collect();
         s.sort_unstable();

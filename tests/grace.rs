@@ -472,7 +472,8 @@ async fn conditional_requests_get_304s() {
     tokio::time::advance(Duration::from_secs(3)).await;
     let hit = send(&app, read("/computed")).await;
     let etag = hit.header("etag").expect("a computed validator").to_owned();
-    assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+    // Weak: whatever stands outside the cache may change the bytes.
+    assert!(etag.starts_with("W/\"") && etag.len() == 36, "{etag}");
     let nm = send(&app, get_with("/computed", "if-none-match", &etag)).await;
     assert_eq!(nm.status, StatusCode::NOT_MODIFIED);
     assert!(nm.body.is_empty());

@@ -146,7 +146,7 @@ fn the_metrics_recorder_sees_the_same_numbers() {
         1.0
     );
     assert_eq!(
-        get("http_cache_bypasses_total{reason=method,route=(none)}"),
+        get("http_cache_bypasses_total{reason=method,route=/items/{id}}"),
         1.0
     );
     assert_eq!(get("http_cache_invalidations_total{kind=prefix}"), 1.0);

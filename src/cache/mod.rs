@@ -137,7 +137,7 @@ impl Cache {
         // A network store's entries are counted by the store itself.
         let (entries, bytes, evictions, index_records) = memory.map_or((0, 0, 0, 0), |m| {
             (
-                m.len() as u64,
+                m.responses() as u64,
                 m.bytes(),
                 m.evictions(),
                 m.index.len() as u64,

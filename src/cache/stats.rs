@@ -301,11 +301,16 @@ pub struct Stats {
     /// The same counters per route pattern (`/products/{id}`; `*` for a
     /// layer's fallback `ttl`).
     pub routes: BTreeMap<String, Counts>,
-    /// Entries held.
+    /// Responses held in the memory store: each `Vary` variant counts
+    /// once, and the hidden markers that record which request headers a
+    /// URL varies on are not counted (their bytes are, in `bytes`). A
+    /// network store's entries are not counted here (0).
     pub entries: u64,
     /// Bytes held, as the store weighs them (key, headers, body, bookkeeping).
     pub bytes: u64,
-    /// Entries evicted to stay within `max_bytes`.
+    /// Items that left the memory store without a flush or an expiry: evicted
+    /// to stay within `max_bytes`, replaced by a newer response for the
+    /// same key, or refused as too heavy.
     pub evictions: u64,
     /// Invalidations made (prefixes, tags, whole-cache flushes).
     pub invalidations: u64,

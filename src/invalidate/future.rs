@@ -24,10 +24,10 @@ pub(crate) struct Flush {
 
 /// A flush on a network store, awaited before the write's response is
 /// released (so the writer's next read, on any instance, sees it).
-type Pending = Pin<Box<dyn Future<Output = ()> + Send>>;
+type RemoteFlush = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Flush {
-    fn run(mut self, headers: &HeaderMap) -> Option<Pending> {
+    fn run(mut self, headers: &HeaderMap) -> Option<RemoteFlush> {
         if self.rule.is_none() {
             for name in [header::LOCATION, header::CONTENT_LOCATION] {
                 if let Some(path) = headers
@@ -76,7 +76,7 @@ pin_project! {
         future: F,
         flush: Option<Box<Flush>>,
         // A flush on a network store, and the response it holds back.
-        pending: Option<Pending>,
+        pending: Option<RemoteFlush>,
         held: Option<F::Output>,
     }
 }

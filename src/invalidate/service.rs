@@ -8,6 +8,7 @@ use super::future::{Flush, ResponseFuture};
 use super::layer::FlushRules;
 use super::Target;
 use crate::cache::Cache;
+use crate::layer::client_uri;
 
 /// The service made by [`InvalidateOn`](super::InvalidateOn). Its error and
 /// response are the inner service's, unchanged.
@@ -56,6 +57,31 @@ impl<S> InvalidateService<S> {
     }
 }
 
+/// The prefix a nested router stripped: what the client's path has before
+/// the path this layer sees (empty when they are the same).
+fn nest_prefix<'a>(client: &'a str, local: &str) -> &'a str {
+    if client == local {
+        return "";
+    }
+    if let Some(prefix) = client.strip_suffix(local) {
+        return prefix;
+    }
+    // A nest's own root: `/api` (or `/api/`) seen as `/`.
+    if local == "/" {
+        return client.trim_end_matches('/');
+    }
+    ""
+}
+
+/// A rule's target path under the nest's prefix.
+fn nested(nest: &str, path: String) -> String {
+    match (nest, path.as_str()) {
+        ("", _) => path,
+        (_, "/") => nest.to_owned(),
+        _ => format!("{nest}{path}"),
+    }
+}
+
 /// Fills `{name}` and `{*name}` in a template from the matched parameters.
 fn fill(template: &str, params: &matchit::Params<'_, '_>) -> String {
     let mut out = template.to_owned();
@@ -83,7 +109,11 @@ where
         if !self.rules.methods.contains(req.method()) {
             return ResponseFuture::new(self.inner.call(req), None);
         }
+        // Rules match the path this layer sees; what is flushed is named
+        // as the client sees it (under a nested router's prefix).
         let path = req.uri().path();
+        let client_path = client_uri(req.uri(), req.extensions()).path();
+        let nest = nest_prefix(client_path, path);
         let flush = match self.rules.router.at(path) {
             Ok(m) => Flush {
                 cache: self.cache.clone(),
@@ -92,7 +122,7 @@ where
                 targets: self.rules.targets[*m.value]
                     .iter()
                     .map(|t| match t {
-                        Target::Prefix(p) => Target::Prefix(fill(p, &m.params)),
+                        Target::Prefix(p) => Target::Prefix(nested(nest, fill(p, &m.params))),
                         Target::Tag(t) => Target::Tag(fill(t, &m.params)),
                         Target::Key(k) => Target::Key(k.clone()),
                     })
@@ -103,7 +133,7 @@ where
                 cache: self.cache.clone(),
                 rules: self.rules.clone(),
                 rule: None,
-                targets: vec![Target::Prefix(path.to_owned())],
+                targets: vec![Target::Prefix(client_path.to_owned())],
                 authority: req
                     .uri()
                     .authority()

@@ -4,7 +4,7 @@
 
 use http::header;
 use http::request::Parts;
-use http::{HeaderMap, Uri};
+use http::{Extensions, HeaderMap, Uri};
 
 /// What a request's headers ask that a hit must know, read in one pass.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,6 +40,20 @@ use crate::policy::{CompiledRoute, RouteTable};
 /// per-route statistics.
 pub(crate) const FALLBACK_PATTERN: &str = "*";
 
+/// The URI the client sent: axum's `OriginalUri` when a `Router` saw the
+/// request before this layer (a nested router's layers see the path
+/// without the nest's prefix), else the request's own. Keys, entries'
+/// paths and flushes are all made of it, so that one `Cache` shared by
+/// routers nested at different prefixes keeps their entries apart, and a
+/// flush names the path the client sees wherever the layers stand.
+#[inline]
+pub(crate) fn client_uri<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a Uri {
+    match extensions.get::<axum::extract::OriginalUri>() {
+        Some(original) => &original.0,
+        None => uri,
+    }
+}
+
 /// The rules of one layer, shared by every service it makes.
 ///
 /// Aligned to a cache line, so that the reference count every service
@@ -64,18 +78,22 @@ impl LayerConfig {
     }
 
     /// The route and key of a request whose key is its path and query as
-    /// they stand: no scope or key headers on its route, no credentials, a
-    /// query already in order with nothing to drop, nothing to hash.
-    /// `None` sends the request down the general path
+    /// the client sent them: no scope or key headers on its route, no
+    /// credentials, a query already in order with nothing to drop, nothing
+    /// to hash. `None` sends the request down the general path
     /// ([`classify`](Self::classify)), which builds the same key.
+    ///
+    /// The rule is found on the path this layer sees (`local`: a nested
+    /// router's, without its prefix), the key made of the client's.
     #[inline]
     pub(crate) fn plain_key<'a>(
         &'a self,
+        local: &Uri,
         uri: &'a Uri,
         flags: RequestFlags,
         max_key_bytes: usize,
     ) -> Option<(&'a CompiledRoute, &'a str)> {
-        let route = self.find(uri.path())?;
+        let route = self.find(local.path())?;
         let policy = &route.policy;
         if policy.scope.is_some() || !policy.key_headers.is_empty() || flags.credentials {
             return None;
@@ -102,6 +120,7 @@ impl LayerConfig {
         let Some(route) = self.find(parts.uri.path()) else {
             return Err((Reason::NoRule, None));
         };
+        let uri = client_uri(&parts.uri, &parts.extensions);
         let policy = &route.policy;
         let scope = match &policy.scope {
             Some(scope) => match scope(parts) {
@@ -115,8 +134,8 @@ impl LayerConfig {
             None => None,
         };
         key::build(
-            parts.uri.path(),
-            parts.uri.query(),
+            uri.path(),
+            uri.query(),
             &parts.headers,
             policy,
             scope.as_deref(),
@@ -185,7 +204,9 @@ mod tests {
                 },
             ] {
                 let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
-                let Some((route, key)) = layer.config.plain_key(&parts.uri, flags, 8192) else {
+                let Some((route, key)) =
+                    layer.config.plain_key(&parts.uri, &parts.uri, flags, 8192)
+                else {
                     continue;
                 };
                 assert!(

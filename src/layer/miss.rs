@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::classify::client_uri;
 use super::respond::respond;
 use super::CacheBody;
 use crate::cache::backend::Backend;
@@ -167,7 +168,7 @@ impl Miss {
         Miss {
             cache: cache.clone(),
             route: route.clone(),
-            path: parts.uri.path().into(),
+            path: client_uri(&parts.uri, &parts.extensions).path().into(),
             request_headers: if head {
                 HeaderMap::new()
             } else {

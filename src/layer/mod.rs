@@ -29,6 +29,7 @@ mod service;
 mod trace;
 
 pub use body::CacheBody;
+pub(crate) use classify::client_uri;
 pub use future::ResponseFuture;
 pub use layer::CacheLayer;
 pub use service::CacheService;

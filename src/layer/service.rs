@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use tower_service::Service;
 
-use super::classify::{LayerConfig, RequestFlags};
+use super::classify::{client_uri, LayerConfig, RequestFlags};
 use super::dispatch::{answer, bypass, call_remote, hit, HitRequest, KeyedRequest, Origin};
 use super::future::{OnResponse, ResponseFuture};
 use super::miss::ReadStart;
@@ -95,13 +95,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let Some(head) = is_head(req.method()) else {
-            return bypass(
-                &mut self.inner,
-                &self.config.cache,
-                req,
-                Reason::Method,
-                None,
-            );
+            return self.call_other_method(req);
         };
         let config = &*self.config;
         let cache = &config.cache;
@@ -111,7 +105,10 @@ where
         let mut first = None;
         let flags = RequestFlags::of(req.headers());
         if let Backend::Memory(memory) = &shared.backend {
-            if let Some((route, key)) = config.plain_key(req.uri(), flags, shared.max_key_bytes) {
+            let uri = client_uri(req.uri(), req.extensions());
+            if let Some((route, key)) =
+                config.plain_key(req.uri(), uri, flags, shared.max_key_bytes)
+            {
                 let now_ms = shared.clock.now_ms();
                 match memory.lookup_now(key) {
                     Lookup::Found(entry)
@@ -210,5 +207,31 @@ impl<S> CacheService<S> {
             born: memory.index.generation(),
         };
         answer(&mut self.inner, cache, route, request, found, read, &span)
+    }
+}
+
+impl<S> CacheService<S> {
+    /// A method the cache does not answer: on a path a rule covers, a
+    /// bypass counted for that route (`detail=method`); on any other, the
+    /// request is untouched, as a GET there would be.
+    #[inline(never)]
+    fn call_other_method<ReqBody, ResBody>(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    {
+        let config = &*self.config;
+        match config.find(req.uri().path()) {
+            Some(route) => bypass(
+                &mut self.inner,
+                &config.cache,
+                req,
+                Reason::Method,
+                Some(route),
+            ),
+            None => ResponseFuture::forward(self.inner.call(req), OnResponse::Untouched),
+        }
     }
 }

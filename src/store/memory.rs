@@ -37,14 +37,32 @@ impl Weighter<u64, Arc<Entry>> for ByBytes {
     }
 }
 
+/// What the store counts as items leave it: evictions, and the `Vary`
+/// markers it holds (so that the entries it reports are responses).
+#[derive(Default)]
+struct Tally {
+    evictions: AtomicU64,
+    markers: AtomicU64,
+}
+
+impl Tally {
+    /// An item left the store (evicted, replaced, refused or removed).
+    fn gone(&self, item: &Entry) {
+        if item.vary().is_some() {
+            self.markers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 #[derive(Clone)]
-struct CountEvictions(Arc<AtomicU64>);
+struct CountEvictions(Arc<Tally>);
 
 impl Lifecycle<u64, Arc<Entry>> for CountEvictions {
     type RequestState = ();
 
-    fn on_evict(&self, _: &mut (), _key: u64, _val: Arc<Entry>) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    fn on_evict(&self, _: &mut (), _key: u64, val: Arc<Entry>) {
+        self.0.evictions.fetch_add(1, Ordering::Relaxed);
+        self.0.gone(&val);
     }
 }
 
@@ -65,7 +83,7 @@ pub struct MemoryStore {
     pub(crate) index: Index,
     clock: Clock,
     max_item_weight: u64,
-    evictions: Arc<AtomicU64>,
+    tally: Arc<Tally>,
     /// The seed of [`store_hash`], random per store.
     seed: u64,
 }
@@ -110,14 +128,14 @@ impl MemoryStore {
             .hot_allocation(HOT_SHARE)
             .build()
             .map_err(|e| format!("{e:?}"))?;
-        let evictions = Arc::new(AtomicU64::new(0));
+        let tally = Arc::new(Tally::default());
         let map = QuickCache::with_options(
             options,
             ByBytes,
             // The keys are already 64-bit hashes (xxh3): hashing them again
             // would only cost time.
             BuildNoHashHasher::default(),
-            CountEvictions(evictions.clone()),
+            CountEvictions(tally.clone()),
         );
         let shard_share = (map.shard_capacity() as f64 * HOT_SHARE) as u64;
         Ok(Self {
@@ -125,7 +143,7 @@ impl MemoryStore {
             index: Index::default(),
             clock,
             max_item_weight: shard_share,
-            evictions,
+            tally,
             seed: std::hash::BuildHasher::hash_one(&foldhash::fast::RandomState::default(), 0u64),
         })
     }
@@ -157,7 +175,22 @@ impl MemoryStore {
     }
 
     pub(crate) fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
+        self.tally.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Responses held: the items, less the `Vary` markers that say which
+    /// request headers a URL's variants are keyed on.
+    pub(crate) fn responses(&self) -> usize {
+        let markers = self.tally.markers.load(Ordering::Relaxed) as usize;
+        self.map.len().saturating_sub(markers)
+    }
+
+    /// Removes the item under `hash` when `matches` says so, counting a
+    /// marker that goes.
+    fn remove_where(&self, hash: u64, matches: impl FnOnce(&Arc<Entry>) -> bool) {
+        if let Some((_, gone)) = self.map.remove_if(&hash, matches) {
+            self.tally.gone(&gone);
+        }
     }
 
     /// Looks a key up now (the memory store never waits).
@@ -179,7 +212,7 @@ impl MemoryStore {
         ) {
             Lookup::Found(entry)
         } else {
-            self.map.remove_if(&hash, |v| Arc::ptr_eq(v, &entry));
+            self.remove_where(hash, |v| Arc::ptr_eq(v, &entry));
             Lookup::Invalidated
         }
     }
@@ -196,10 +229,15 @@ impl MemoryStore {
             return false;
         }
         let hash = store_hash(self.seed, key);
+        if entry.vary().is_some() {
+            // Counted before it goes in: whatever replaces or evicts it
+            // counts it out.
+            self.tally.markers.fetch_add(1, Ordering::Relaxed);
+        }
         self.map.insert(hash, entry.clone());
         // A record pruned between the check and the insert: take it back.
         if !self.index.admits(entry.born()) {
-            self.map.remove_if(&hash, |v| Arc::ptr_eq(v, &entry));
+            self.remove_where(hash, |v| Arc::ptr_eq(v, &entry));
             return false;
         }
         self.index.try_prune(self.clock.now_ms());
@@ -208,12 +246,11 @@ impl MemoryStore {
 
     pub(crate) fn remove_now(&self, key: &str) {
         let hash = store_hash(self.seed, key);
-        self.map.remove_if(&hash, |v| v.stored_under(key));
+        self.remove_where(hash, |v| v.stored_under(key));
     }
 
     pub(crate) fn remove_if_same(&self, key: &str, entry: &Arc<Entry>) {
-        self.map
-            .remove_if(&store_hash(self.seed, key), |v| Arc::ptr_eq(v, entry));
+        self.remove_where(store_hash(self.seed, key), |v| Arc::ptr_eq(v, entry));
     }
 
     pub(crate) fn invalidate_now(&self, targets: &[Target]) -> u64 {
