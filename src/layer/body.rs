@@ -22,6 +22,11 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Stored { data: Option<Bytes> },
+        // The body of a HEAD answered from an entry: nothing to send, and
+        // no size of its own, so that what stands outside the cache (a
+        // compression layer) judges it by its `Content-Length`, the full
+        // representation's, as it judges a GET's body.
+        Head,
         Inner {
             #[pin]
             inner: B,
@@ -43,6 +48,11 @@ impl<B> CacheBody<B> {
         Self {
             kind: Kind::Stored { data: None },
         }
+    }
+
+    /// The body of a HEAD answered from an entry.
+    pub(crate) fn head() -> Self {
+        Self { kind: Kind::Head }
     }
 
     pub(crate) fn passthrough(inner: B) -> Self {
@@ -74,6 +84,7 @@ impl<B> std::fmt::Debug for CacheBody<B> {
                 .debug_struct("CacheBody::Stored")
                 .field("len", &data.as_ref().map_or(0, Bytes::len))
                 .finish(),
+            Kind::Head => f.debug_struct("CacheBody::Head").finish(),
             Kind::Inner { tee, .. } => f
                 .debug_struct("CacheBody::Inner")
                 .field("copying", &tee.is_some())
@@ -149,6 +160,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Stored { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Head => Poll::Ready(None),
             KindProj::Inner { mut inner, tee } => {
                 let frame = ready!(inner.as_mut().poll_frame(cx));
                 if let Some(t) = tee.as_mut() {
@@ -187,6 +199,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Stored { data } => data.is_none(),
+            Kind::Head => false,
             Kind::Inner { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -196,6 +209,7 @@ where
             Kind::Stored { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            Kind::Head => SizeHint::default(),
             Kind::Inner { inner, .. } => inner.size_hint(),
         }
     }

@@ -46,8 +46,10 @@ pub(crate) fn respond<B>(
     } else {
         entry.status()
     };
-    let body = if head || not_modified {
+    let body = if not_modified {
         CacheBody::empty()
+    } else if head {
+        CacheBody::head()
     } else {
         CacheBody::stored(entry.body().clone())
     };
