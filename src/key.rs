@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use http::{HeaderMap, HeaderName};
 
 use crate::policy::RoutePolicy;
+use crate::scope::ScopeHasher;
 
 /// Keys longer than this are stored under a hash of themselves.
 pub(crate) const HASH_ABOVE: usize = 200;
@@ -87,11 +88,16 @@ impl CacheKey {
     }
 
     /// The key of one variant of a response that varies on `names`.
-    pub(crate) fn variant(&self, names: &[HeaderName], headers: &HeaderMap) -> CacheKey {
+    pub(crate) fn variant(
+        &self,
+        names: &[HeaderName],
+        headers: &HeaderMap,
+        hasher: &ScopeHasher,
+    ) -> CacheKey {
         let mut full = buffer(self.full.len() + 32);
         full.push_str(&self.full);
         full.push_str("\nvary");
-        push_headers(&mut full, names, headers);
+        push_headers(&mut full, names, headers, hasher);
         Self::finish(full)
     }
 }
@@ -150,7 +156,7 @@ fn well_escaped(b: &[u8]) -> bool {
     true
 }
 
-fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap) {
+fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap, hasher: &ScopeHasher) {
     for name in names {
         out.push('\n');
         out.push_str(name.as_str());
@@ -161,6 +167,13 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap) {
                 out.push(',');
             }
             first = false;
+            if is_credential(name, value) {
+                // A credential (a response that varies on `Cookie`, a key
+                // on `Authorization`): its keyed hash, never the value.
+                out.push('#');
+                out.push_str(&hasher.hash(&String::from_utf8_lossy(value.as_bytes())));
+                continue;
+            }
             // Header values cannot hold newlines; bytes that are not visible
             // ASCII are written escaped so that distinct values stay distinct.
             for &b in value.as_bytes() {
@@ -172,6 +185,15 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap) {
             }
         }
     }
+}
+
+/// Whether a header value authenticates someone: the credential headers,
+/// and any value its maker marked sensitive.
+fn is_credential(name: &HeaderName, value: &http::HeaderValue) -> bool {
+    value.is_sensitive()
+        || name == http::header::AUTHORIZATION
+        || name == http::header::PROXY_AUTHORIZATION
+        || name == http::header::COOKIE
 }
 
 /// The name of a query pair (`name=value`, or a bare `name`).
@@ -283,6 +305,7 @@ pub(crate) fn build(
     policy: &RoutePolicy,
     scope: Option<&str>,
     max_key_bytes: usize,
+    hasher: &ScopeHasher,
 ) -> Result<CacheKey, KeyError> {
     let query = query.unwrap_or("");
     if path.len() + query.len() > max_key_bytes {
@@ -298,7 +321,7 @@ pub(crate) fn build(
     }
     if !policy.key_headers.is_empty() {
         full.push_str("\nh");
-        push_headers(&mut full, &policy.key_headers, headers);
+        push_headers(&mut full, &policy.key_headers, headers, hasher);
     }
     if let Some(scope) = scope {
         // Length-prefixed, so no scope value can forge another key's shape.
@@ -314,7 +337,15 @@ mod tests {
     use std::time::Duration;
 
     fn key(path: &str, query: Option<&str>, policy: &RoutePolicy) -> Result<CacheKey, KeyError> {
-        build(path, query, &HeaderMap::new(), policy, None, 8192)
+        build(
+            path,
+            query,
+            &HeaderMap::new(),
+            policy,
+            None,
+            8192,
+            &ScopeHasher::new(b"t"),
+        )
     }
 
     #[test]
@@ -399,8 +430,26 @@ mod tests {
     fn scope_cannot_forge_another_key() {
         let p = RoutePolicy::ttl(Duration::from_secs(1));
         let h = HeaderMap::new();
-        let a = build("/p", None, &h, &p, Some("u1"), 8192).unwrap();
-        let b = build("/p", None, &h, &p, Some("u1\n@2:u1"), 8192).unwrap();
+        let a = build(
+            "/p",
+            None,
+            &h,
+            &p,
+            Some("u1"),
+            8192,
+            &ScopeHasher::new(b"t"),
+        )
+        .unwrap();
+        let b = build(
+            "/p",
+            None,
+            &h,
+            &p,
+            Some("u1\n@2:u1"),
+            8192,
+            &ScopeHasher::new(b"t"),
+        )
+        .unwrap();
         assert_ne!(a, b);
     }
 }

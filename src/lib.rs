@@ -170,6 +170,7 @@ pub mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod policy;
+mod scope;
 pub mod store;
 
 pub use cache::clock::{Clock, ManualClock};

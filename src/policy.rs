@@ -136,6 +136,11 @@ impl RoutePolicy {
     /// `Cookie`; without one they bypass the cache, so one user's response
     /// never reaches another. The closure must tell users apart by what
     /// authenticates them, not by anything a client may claim freely.
+    ///
+    /// The value may be the credential itself (a bearer token, a session
+    /// id): keys, the admin listing, the store's key names and traces hold
+    /// an HMAC-SHA-256 of it under the cache's secret, never the value (see
+    /// [`CacheBuilder::scope_secret`](crate::CacheBuilder::scope_secret)).
     pub fn scope<F>(mut self, scope: F) -> Self
     where
         F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,

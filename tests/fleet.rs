@@ -581,3 +581,58 @@ mod on_redis {
         );
     }
 }
+
+/// One instance of a per-user route on the shared store, with its secret.
+fn per_user(store: &SharedStore, secret: Option<&str>, reads: &Hits) -> (Cache, Router) {
+    let mut builder = Cache::builder().store(store.clone());
+    if let Some(secret) = secret {
+        builder = builder.scope_secret(secret);
+    }
+    let cache = builder.build();
+    let reads = reads.clone();
+    let app = Router::new()
+        .route(
+            "/me",
+            get(move |headers: http::HeaderMap| {
+                reads.bump();
+                async move { format!("for {:?}", headers.get("authorization")) }
+            }),
+        )
+        .layer(CacheLayer::new(&cache).route(
+            "/me",
+            RoutePolicy::ttl(MIN).scope(|parts| {
+                let auth = parts.headers.get("authorization")?;
+                auth.to_str().ok().map(str::to_owned)
+            }),
+        ));
+    (cache, app)
+}
+
+#[tokio::test]
+async fn per_user_entries_are_shared_by_instances_with_one_scope_secret() {
+    let store = SharedStore::default();
+    let reads = Hits::default();
+    let (a_cache, a) = per_user(&store, Some("fleet secret"), &reads);
+    let (_, b) = per_user(&store, Some("fleet secret"), &reads);
+    let (_, c) = per_user(&store, Some("another secret"), &reads);
+    let (_, d) = per_user(&store, None, &reads);
+    let alice = || get_with("/me", "authorization", "Bearer alice");
+    assert!(!send(&a, alice()).await.is_hit());
+    until_stored(&a_cache, 1).await;
+    let on_b = send(&b, alice()).await;
+    assert!(on_b.is_hit(), "the same secret: {}", on_b.cache_status());
+    assert!(on_b.text().contains("alice"));
+    // Another secret, or none (a random one), keys the user elsewhere.
+    assert!(!send(&c, alice()).await.is_hit());
+    assert!(!send(&d, alice()).await.is_hit());
+    // Nobody is ever answered for someone else.
+    let bob = send(&b, get_with("/me", "authorization", "Bearer bob")).await;
+    assert!(!bob.is_hit() && bob.text().contains("bob"));
+    // The store's keys hold a hash of the scope, never the credential.
+    let keys: Vec<String> = store.0.entries.lock().unwrap().keys().cloned().collect();
+    assert!(!keys.is_empty());
+    for key in keys {
+        assert!(!key.contains("alice") && !key.contains("bob"), "{key}");
+    }
+    assert_eq!(reads.get(), 4);
+}

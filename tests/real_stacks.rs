@@ -482,3 +482,90 @@ async fn a_trace_layer_outside_the_cache_sees_its_hits() {
         "inside: the origin calls only"
     );
 }
+
+/// A writer the test reads back: everything a subscriber printed.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_scope_never_shows_its_raw_value() {
+    use http::header::{AUTHORIZATION, COOKIE};
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _traced = tracing::subscriber::set_default(subscriber);
+
+    let cache = Cache::builder().build();
+    let by = |name: http::HeaderName| {
+        move |parts: &http::request::Parts| {
+            parts.headers.get(&name)?.to_str().ok().map(str::to_owned)
+        }
+    };
+    let app = Router::new()
+        .route(
+            "/me",
+            get(|headers: http::HeaderMap| async move {
+                format!("hello {:?}", headers.get(AUTHORIZATION))
+            }),
+        )
+        .route(
+            "/prefs",
+            get(|| async { ([("vary", "cookie, authorization")], "prefs") }),
+        )
+        .layer(
+            CacheLayer::new(&cache)
+                .route("/me", RoutePolicy::ttl(MIN).scope(by(AUTHORIZATION)))
+                .route("/prefs", RoutePolicy::ttl(MIN).scope(by(COOKIE))),
+        );
+    let ask = |path: &str, token: &str| {
+        Request::get(path)
+            .header(AUTHORIZATION, format!("Bearer {token}-token"))
+            .header(COOKIE, format!("session={token}-cookie"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let first = send(&app, ask("/me", "alice")).await;
+    let again = send(&app, ask("/me", "alice")).await;
+    let other = send(&app, ask("/me", "bob")).await;
+    assert!(!first.is_hit() && again.is_hit() && !other.is_hit());
+    assert!(other.text().contains("bob"), "each user their own answer");
+    send(&app, ask("/prefs", "alice")).await;
+    assert!(send(&app, ask("/prefs", "alice")).await.is_hit());
+
+    let mut outputs = vec![
+        String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned(),
+        format!("{:?}", cache.stats()),
+    ];
+    #[cfg(feature = "serde")]
+    outputs.push(serde_json::to_string(&cache.stats()).unwrap());
+    #[cfg(feature = "axum")]
+    {
+        let admin: Router = cache.admin_router();
+        let listing = send(&admin, read("/entries")).await;
+        let listing = listing.text();
+        assert!(listing.contains("\"key\":\"/me\\n@"), "{listing}");
+        outputs.push(listing);
+    }
+    assert!(
+        outputs[0].contains("http_cache"),
+        "the debug spans were captured"
+    );
+    for output in &outputs {
+        for secret in ["alice-token", "bob-token", "alice-cookie", "bob-cookie"] {
+            assert!(!output.contains(secret), "{secret} shows in:\n{output}");
+        }
+    }
+}

@@ -11,6 +11,7 @@ use super::clock::Clock;
 use super::flight::Flights;
 use super::stats::{Counters, Extra};
 use super::{Cache, Shared};
+use crate::scope::ScopeHasher;
 use crate::store::{MemoryStore, Store};
 
 /// Bytes allowed for an entry's key and headers on top of its body when
@@ -22,7 +23,7 @@ const HEADROOM: u64 = 16 << 10;
 const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Builds a [`Cache`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct CacheBuilder {
     max_bytes: u64,
@@ -33,6 +34,23 @@ pub struct CacheBuilder {
     store_timeout: Duration,
     remote: Option<Remote>,
     clock: Option<Clock>,
+    scope_secret: Option<Arc<[u8]>>,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("max_bytes", &self.max_bytes)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("coalesce_timeout", &self.coalesce_timeout)
+            .field("pass_marker", &self.pass_marker)
+            .field("store_timeout", &self.store_timeout)
+            .field("remote", &self.remote)
+            .field("clock", &self.clock)
+            .field("scope_secret", &self.scope_secret.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Default for CacheBuilder {
@@ -46,6 +64,7 @@ impl Default for CacheBuilder {
             store_timeout: STORE_TIMEOUT,
             remote: None,
             clock: None,
+            scope_secret: None,
         }
     }
 }
@@ -128,6 +147,21 @@ impl CacheBuilder {
         self
     }
 
+    /// The secret under which a route's scope value (what
+    /// [`RoutePolicy::scope`](crate::RoutePolicy::scope) returns, often the
+    /// credential itself) is hashed before it goes into a key.
+    ///
+    /// Keys, the admin listing, the store's own key names and traces hold
+    /// an HMAC-SHA-256 of the scope value (128 bits of it), never the value.
+    /// Without a secret, each cache draws a random one: its keys cannot be
+    /// tested against guesses, and they are its own. Instances sharing a
+    /// network store share their users' entries only when every one of them
+    /// is given the same secret (keep it as secret as the credentials).
+    pub fn scope_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.scope_secret = Some(secret.as_ref().into());
+        self
+    }
+
     /// Builds the cache.
     ///
     /// The cache measures TTLs with the system's coarse monotonic clock
@@ -143,6 +177,18 @@ impl CacheBuilder {
     /// When `max_bytes` cannot hold even one entry of `max_body_bytes`.
     pub fn try_build(self) -> Result<Cache, BuildError> {
         let clock = self.clock.unwrap_or_else(Clock::detect);
+        let scope_hasher = match &self.scope_secret {
+            Some(secret) => ScopeHasher::new(secret),
+            None => {
+                if self.remote.is_some() {
+                    tracing::info!(
+                        "no scope_secret: scoped entries in the shared store are this \
+                         instance's own; give every instance the same secret to share them"
+                    );
+                }
+                ScopeHasher::random()
+            }
+        };
         let backend = match self.remote {
             Some(remote) => Backend::Remote(remote),
             None => {
@@ -165,6 +211,7 @@ impl CacheBuilder {
                 pass_ms: u64::try_from(self.pass_marker.as_millis()).unwrap_or(u64::MAX),
                 max_body_bytes: self.max_body_bytes,
                 max_key_bytes: self.max_key_bytes,
+                scope_hasher,
             }),
         })
     }

@@ -101,7 +101,11 @@ impl Cache {
             None => Judged::Done(Found::Fresh(entry)),
             Some(names) if marker.is_none() => {
                 *marker = Some((probe.key.clone(), names.into()));
-                Judged::FollowVariant(probe.key.variant(names, probe.headers))
+                Judged::FollowVariant(probe.key.variant(
+                    names,
+                    probe.headers,
+                    &self.shared.scope_hasher,
+                ))
             }
             Some(_) => miss(marker),
         }

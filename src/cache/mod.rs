@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) pass_ms: u64,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_key_bytes: usize,
+    /// What keys hold of a route's scope value.
+    pub(crate) scope_hasher: crate::scope::ScopeHasher,
 }
 
 /// A shared response cache: the store, the invalidation index and the

@@ -123,8 +123,9 @@ impl LayerConfig {
         let uri = client_uri(&parts.uri, &parts.extensions);
         let policy = &route.policy;
         let scope = match &policy.scope {
+            // Keys hold a keyed hash of the value, never the value.
             Some(scope) => match scope(parts) {
-                Some(s) => Some(s),
+                Some(s) => Some(self.cache.shared.scope_hasher.hash(&s)),
                 None => return Err((Reason::NoScope, Some(route))),
             },
             None if flags.credentials && parts.headers.contains_key(header::AUTHORIZATION) => {
@@ -140,6 +141,7 @@ impl LayerConfig {
             policy,
             scope.as_deref(),
             max_key_bytes,
+            &self.cache.shared.scope_hasher,
         )
         .map(|key| (route, key))
         .map_err(|e| {

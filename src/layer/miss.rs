@@ -244,7 +244,10 @@ impl Miss {
             (key, None)
         } else {
             let names: Box<[HeaderName]> = vary.into();
-            (key.variant(&names, &request_headers), Some((key, names)))
+            (
+                key.variant(&names, &request_headers, &cache.shared.scope_hasher),
+                Some((key, names)),
+            )
         };
         // Cloned for now; the entry copies their bytes into its own buffer.
         let stored_headers: Vec<(HeaderName, HeaderValue)> = response

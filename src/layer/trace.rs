@@ -41,8 +41,16 @@ mod tests {
     #[test]
     fn the_request_span_is_made_when_a_subscriber_wants_debug() {
         let policy = crate::policy::RoutePolicy::ttl(std::time::Duration::from_secs(1));
-        let key =
-            crate::key::build("/p", Some("a=1"), &HeaderMap::new(), &policy, None, 8192).unwrap();
+        let key = crate::key::build(
+            "/p",
+            Some("a=1"),
+            &HeaderMap::new(),
+            &policy,
+            None,
+            8192,
+            &crate::scope::ScopeHasher::new(b"t"),
+        )
+        .unwrap();
         let route = CompiledRoute {
             pattern: "/p".into(),
             policy,
