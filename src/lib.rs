@@ -67,8 +67,8 @@
 //! |---|---|---|
 //! | GET matching a rule (or a layer `ttl`) | yes | |
 //! | HEAD | answered from the GET entry, never fills one | `head` on a miss |
-//! | POST, PUT, PATCH, DELETE, ... | no | `method` |
-//! | no rule matches, no layer `ttl` | passed through untouched (no header, not counted) | |
+//! | POST, PUT, PATCH, DELETE, ... on a path a rule covers | no | `method` |
+//! | no rule matches, no layer `ttl` (any method) | passed through untouched (no header, not counted) | |
 //! | `Authorization` or `Cookie`, route without a scope | no | `authorization`, `cookie` |
 //! | route with a scope that returns `None` | no | `no-scope` |
 //! | path + query longer than `max_key_bytes`, bad percent-encoding, `%00` | no | `uri-too-long`, `uri-malformed` |
@@ -85,6 +85,29 @@
 //! for repeated names), ignored parameters dropped, `?` alone equal to no
 //! query; then the policy's key headers and scope. Long keys are stored by
 //! hash and compared in full on lookup.
+//!
+//! # Placing the layers
+//!
+//! - **Nested routers.** axum's `Router::nest` strips the prefix before the
+//!   nested router's layers see a request. The cache keys, stores and
+//!   flushes on the path the client sent (axum's `OriginalUri`, or the
+//!   request's own URI in a plain tower stack), so a layer inside `nest`,
+//!   on `nest_service`, on `route_layer` or outside the whole router keys
+//!   `/api/products` the same way, and one [`Cache`] can serve routers
+//!   nested at different prefixes without one answering for another.
+//!   Rules (`CacheLayer::route`, `InvalidateOn::rule` and its targets) are
+//!   written as the router they sit on sees its paths; a flush from code
+//!   or the admin router names the client's path.
+//! - **Compression.** tower-http's `CompressionLayer` *inside* the cache
+//!   (added before it, next to the handlers) makes the cache keep the
+//!   compressed bytes, one entry per `Accept-Encoding` (the compression
+//!   layer adds `Vary`). Outside, every hit is compressed again. Both are
+//!   correct: the `ETag` the cache computes is weak (`W/"..."`), since the
+//!   bytes that leave may not be the ones it hashed.
+//! - **Tracing.** `TraceLayer` *outside* the cache sees every request, hits
+//!   included; inside, only those that reach the handlers.
+//! - **`InvalidateOn` outside `CacheLayer`** (first in a `ServiceBuilder`),
+//!   so that a write's flush is recorded before its response leaves.
 //!
 //! # Headers
 //!
@@ -119,6 +142,34 @@
 //! Redis, so a write on one instance flushes every instance before its
 //! response leaves, and an optional near cache keeps hits in process. Any
 //! other [`store::Store`] works the same way.
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature, every decision is reported through the
+//! [`metrics`](https://docs.rs/metrics) 0.24 facade to whatever recorder
+//! the application installs:
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `http_cache_requests_total` | counter | `outcome` (`hit`, `stale`, `miss`, `coalesced`, `bypass`), `route` |
+//! | `http_cache_bypasses_total` | counter | `reason` (the `Cache-Status` detail), `route` |
+//! | `http_cache_not_stored_total` | counter | `reason`, `route` |
+//! | `http_cache_stores_total` | counter | `route` |
+//! | `http_cache_collapsed_total` | counter | `route`: waiters answered from a coalesced miss's entry |
+//! | `http_cache_stale_dropped_total` | counter | `route`: entries found flushed on lookup |
+//! | `http_cache_not_modified_total` | counter | `route`: 304s answered from an entry |
+//! | `http_cache_invalidations_total` | counter | `kind` (`prefix`, `tag`, `key`) |
+//! | `http_cache_entries` | gauge | responses held ([`Stats::entries`]) |
+//! | `http_cache_bytes` | gauge | bytes held, as weighed |
+//!
+//! `route` is the rule's pattern (`/products/{id}`), `*` for a layer's
+//! fallback `ttl`, and `(none)` for an event of no route (a request the
+//! layers counted before any rule matched; none do today). Labels are
+//! patterns and reasons, never paths or keys, so their number is bounded.
+//! For Prometheus, `metrics-exporter-prometheus` 0.18 (the line built on
+//! `metrics` 0.24) with `default-features = false` renders the text format
+//! without its HTTP listener or TLS stack; serve `handle.render()` on a
+//! route of the app (`examples/prometheus.rs`).
 //!
 //! # Time in tests
 //!

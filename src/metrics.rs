@@ -1,16 +1,5 @@
-//! Counters and gauges through the `metrics` facade (feature `metrics`).
-//!
-//! | name | kind | labels |
-//! |---|---|---|
-//! | `http_cache_requests_total` | counter | `outcome` (`hit`, `stale`, `miss`, `coalesced`, `bypass`), `route` |
-//! | `http_cache_bypasses_total` | counter | `reason`, `route` |
-//! | `http_cache_stores_total` | counter | `route` |
-//! | `http_cache_not_stored_total` | counter | `reason`, `route` |
-//! | `http_cache_stale_dropped_total` | counter | `route` |
-//! | `http_cache_not_modified_total` | counter | `route` |
-//! | `http_cache_invalidations_total` | counter | `kind` (`prefix`, `tag`, `key`) |
-//! | `http_cache_entries` | gauge | |
-//! | `http_cache_bytes` | gauge | |
+//! Counters and gauges through the `metrics` facade (feature `metrics`);
+//! the crate docs list every metric and label.
 
 use crate::cache::stats::Event;
 
