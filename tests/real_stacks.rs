@@ -507,6 +507,12 @@ async fn a_scope_never_shows_its_raw_value() {
         .with_writer(move || writer.clone())
         .finish();
     let _traced = tracing::subscriber::set_default(subscriber);
+    #[cfg(feature = "metrics")]
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    #[cfg(feature = "metrics")]
+    let snapshotter = recorder.snapshotter();
+    #[cfg(feature = "metrics")]
+    let _metered = metrics::set_default_local_recorder(&recorder);
 
     let cache = Cache::builder().build();
     let by = |name: http::HeaderName| {
@@ -551,6 +557,12 @@ async fn a_scope_never_shows_its_raw_value() {
     ];
     #[cfg(feature = "serde")]
     outputs.push(serde_json::to_string(&cache.stats()).unwrap());
+    #[cfg(feature = "metrics")]
+    {
+        let metrics = format!("{:?}", snapshotter.snapshot().into_vec());
+        assert!(metrics.contains("http_cache_requests_total"), "{metrics}");
+        outputs.push(metrics);
+    }
     #[cfg(feature = "axum")]
     {
         let admin: Router = cache.admin_router();
