@@ -1,6 +1,7 @@
 //! Flushing: the programmatic API ([`Cache::invalidate_prefix`] and
 //! friends), and the retries of a flush a network store refused.
 
+use std::future::Future;
 use std::time::Duration;
 
 use super::backend::Backend;
@@ -86,6 +87,39 @@ impl Cache {
         generation
     }
 
+    /// Records a write's flush once more (when its body ends), not counted
+    /// as another invalidation: at once in memory (`None`), else as a future
+    /// to await.
+    pub(crate) fn flush_again(&self, targets: &[Target]) -> Option<impl Future<Output = ()>> {
+        if let Backend::Memory(memory) = &self.shared.backend {
+            let generation = memory.invalidate_now(targets);
+            tracing::debug!(
+                ?targets,
+                generation,
+                "a write's flush repeated as its body ended"
+            );
+            return None;
+        }
+        let cache = self.clone();
+        let targets = targets.to_vec();
+        Some(async move {
+            match cache.shared.backend.invalidate(&targets).await {
+                Ok(generation) => {
+                    tracing::debug!(
+                        ?targets,
+                        generation,
+                        "a write's flush repeated as its body ended"
+                    );
+                }
+                Err(e) => {
+                    cache.store_error("invalidate", &e);
+                    let retried = cache.clone();
+                    tokio::spawn(async move { retried.retry_flush(targets, None).await });
+                }
+            }
+        })
+    }
+
     /// Flushes targets and waits for the store; a failed flush is retried
     /// in the background.
     pub(crate) async fn flush_by(
@@ -102,20 +136,23 @@ impl Cache {
                 self.store_error("invalidate", &e);
                 let cache = self.clone();
                 let targets = targets.to_vec();
-                tokio::spawn(async move { cache.retry_flush(targets, by).await });
+                tokio::spawn(async move { cache.retry_flush(targets, Some(by)).await });
                 Err(e)
             }
         }
     }
 
     /// Retries a failed flush a bounded number of times: a store that comes
-    /// back soon must not keep entries a write made stale.
-    async fn retry_flush(&self, targets: Vec<Target>, by: &'static str) {
+    /// back soon must not keep entries a write made stale. Counted when it
+    /// lands on behalf of `by` (a repeated flush is not counted again).
+    async fn retry_flush(&self, targets: Vec<Target>, by: Option<&'static str>) {
         for attempt in 1..=FLUSH_RETRIES {
             tokio::time::sleep(FLUSH_RETRY_EVERY).await;
             match self.shared.backend.invalidate(&targets).await {
                 Ok(generation) => {
-                    self.counted(&targets, generation, by);
+                    if let Some(by) = by {
+                        self.counted(&targets, generation, by);
+                    }
                     tracing::info!(?targets, attempt, "flush retried and recorded");
                     return;
                 }

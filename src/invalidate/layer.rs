@@ -16,6 +16,9 @@ pub(crate) struct FlushRules {
     pub(crate) patterns: Vec<Arc<str>>,
     pub(crate) methods: Vec<Method>,
     pub(crate) when: Arc<When>,
+    /// Whether a write a rule matches also flushes its own path and its
+    /// same-origin `Location` and `Content-Location` (default: yes).
+    pub(crate) own_paths: bool,
 }
 
 impl Clone for FlushRules {
@@ -26,6 +29,7 @@ impl Clone for FlushRules {
             patterns: self.patterns.clone(),
             methods: self.methods.clone(),
             when: self.when.clone(),
+            own_paths: self.own_paths,
         }
     }
 }
@@ -40,9 +44,17 @@ impl Clone for FlushRules {
 /// - [`rule`](Self::rule) names what a route's writes flush: path prefixes,
 ///   in which `{param}` is taken from the matched request path, and
 ///   [`Target::tag`]s.
-/// - With no matching rule, a successful mutation flushes its own path as a
-///   prefix, plus the paths of a same-origin `Location` or
-///   `Content-Location` in its response (RFC 9111, section 4.4).
+/// - Every successful mutation flushes its own path as a prefix, plus the
+///   paths of a same-origin `Location` or `Content-Location` in its
+///   response (RFC 9111, section 4.4); a rule adds its targets to these
+///   ([`no_own_paths`](Self::no_own_paths) makes a rule's targets the only
+///   ones).
+/// - The flush is made again before the response's body ends (and when it
+///   is dropped unfinished), so a handler that commits while its body
+///   streams cannot leave the pre-write response in the cache.
+/// - Inside a nested router, rules and their target paths are written as
+///   that router sees its paths (without the nest's prefix); what is
+///   flushed is named as the client sees it.
 ///
 /// ```
 /// use std::time::Duration;
@@ -83,6 +95,7 @@ impl InvalidateOn {
                 patterns: Vec::new(),
                 methods: vec![Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
                 when: Arc::new(|s: StatusCode| s.is_success()),
+                own_paths: true,
             },
         }
     }
@@ -119,6 +132,15 @@ impl InvalidateOn {
         I: IntoIterator<Item = Method>,
     {
         self.rules.methods = methods.into_iter().collect();
+        self
+    }
+
+    /// A write a rule matches flushes only the rule's targets, not its own
+    /// path nor its `Location` (writes no rule matches still flush those).
+    /// RFC 9111 asks a cache to flush them; opt out only when a rule's
+    /// targets cover them, or when stale reads of them are acceptable.
+    pub fn no_own_paths(mut self) -> Self {
+        self.rules.own_paths = false;
         self
     }
 

@@ -15,11 +15,14 @@
 //! response is handed back, a client holding the 2xx of its write cannot
 //! read the pre-write response again (read-your-writes).
 
+mod body;
+mod flush;
 mod future;
 pub(crate) mod index;
 mod layer;
 mod service;
 
+pub use body::FlushBody;
 pub use future::ResponseFuture;
 pub use index::Target;
 pub use layer::InvalidateOn;

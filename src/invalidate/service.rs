@@ -4,14 +4,17 @@ use std::task::{Context, Poll};
 use http::{header, Request, Response};
 use tower_service::Service;
 
-use super::future::{Flush, ResponseFuture};
+use super::flush::Flush;
+use super::future::ResponseFuture;
 use super::layer::FlushRules;
+use super::FlushBody;
 use super::Target;
 use crate::cache::Cache;
 use crate::layer::client_uri;
 
-/// The service made by [`InvalidateOn`](super::InvalidateOn). Its error and
-/// response are the inner service's, unchanged.
+/// The service made by [`InvalidateOn`](super::InvalidateOn). Its error is
+/// the inner service's, unchanged; its response is the inner one, with the
+/// body wrapped in a [`FlushBody`].
 pub struct InvalidateService<S> {
     inner: S,
     cache: Cache,
@@ -95,8 +98,9 @@ fn fill(template: &str, params: &matchit::Params<'_, '_>) -> String {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InvalidateService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: http_body::Body,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<FlushBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -114,37 +118,46 @@ where
         let path = req.uri().path();
         let client_path = client_uri(req.uri(), req.extensions()).path();
         let nest = nest_prefix(client_path, path);
-        let flush = match self.rules.router.at(path) {
-            Ok(m) => Flush {
-                cache: self.cache.clone(),
-                rules: self.rules.clone(),
-                rule: Some(self.rules.patterns[*m.value].clone()),
-                targets: self.rules.targets[*m.value]
-                    .iter()
-                    .map(|t| match t {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            });
+        let own_paths = self.rules.own_paths;
+        // The write's own path, always (RFC 9111, section 4.4), unless the
+        // layer opted out for its rules; a rule adds its targets.
+        let mut targets = vec![Target::Prefix(client_path.to_owned())];
+        let rule = match self.rules.router.at(path) {
+            Ok(m) => {
+                if !own_paths {
+                    targets.clear();
+                }
+                for target in &self.rules.targets[*m.value] {
+                    let target = match target {
                         Target::Prefix(p) => Target::Prefix(nested(nest, fill(p, &m.params))),
                         Target::Tag(t) => Target::Tag(fill(t, &m.params)),
                         Target::Key(k) => Target::Key(k.clone()),
-                    })
-                    .collect(),
-                authority: None,
-            },
-            Err(_) => Flush {
-                cache: self.cache.clone(),
-                rules: self.rules.clone(),
-                rule: None,
-                targets: vec![Target::Prefix(client_path.to_owned())],
-                authority: req
-                    .uri()
-                    .authority()
-                    .map(|a| a.as_str().to_owned())
-                    .or_else(|| {
-                        req.headers()
-                            .get(header::HOST)
-                            .and_then(|h| h.to_str().ok())
-                            .map(str::to_owned)
-                    }),
-            },
+                    };
+                    if !targets.contains(&target) {
+                        targets.push(target);
+                    }
+                }
+                Some(self.rules.patterns[*m.value].clone())
+            }
+            Err(_) => None,
+        };
+        let flush = Flush {
+            cache: self.cache.clone(),
+            rules: self.rules.clone(),
+            own_paths: own_paths || rule.is_none(),
+            rule,
+            targets,
+            authority,
         };
         ResponseFuture::new(self.inner.call(req), Some(Box::new(flush)))
     }
