@@ -188,6 +188,9 @@ async fn run() -> Result<(), String> {
         let req = http::Request::builder()
             .method(step.method)
             .uri(format!("http://{}{}", addrs[step.on], step.path))
+            // The name a load balancer in front of the fleet would forward,
+            // the same whichever instance answers: keys hold the host.
+            .header(http::header::HOST, "catalogue.example")
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
         let start = Instant::now();

@@ -297,16 +297,88 @@ fn push_query(out: &mut String, query: &str, policy: &RoutePolicy) {
     }
 }
 
+/// What a request's key is made of.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyRequest<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    /// The authority the request named (`None`: the layer keys no host, or
+    /// the request named none).
+    pub(crate) host: Option<&'a str>,
+    pub(crate) headers: &'a HeaderMap,
+    /// The scope value, already hashed.
+    pub(crate) scope: Option<&'a str>,
+}
+
+/// What separates a key's host from its path and query.
+pub(crate) const HOST_MARK: &str = "\nhost:";
+
+/// Whether a host is as keys hold it already: lower-case, without a
+/// default port or a trailing dot, of the bytes a host may hold.
+#[inline]
+pub(crate) fn is_normal_host(host: &str) -> bool {
+    let b = host.as_bytes();
+    !b.is_empty()
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
+        && !b.ends_with(b":80")
+        && !b.ends_with(b":443")
+        && !b.ends_with(b".")
+        && !b.ends_with(b":")
+}
+
+/// A host as keys hold it: ASCII lower-case, without a default port
+/// (`:80`, `:443`), an empty port or a trailing dot. `Err` when it holds
+/// bytes no host may.
+pub(crate) fn normal_host(host: &str) -> Result<String, KeyError> {
+    let mut h = host.trim().to_ascii_lowercase();
+    let valid =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'_');
+    if h.is_empty() || !h.bytes().all(valid) {
+        return Err(KeyError::Malformed);
+    }
+    for port in [":80", ":443", ":"] {
+        if let Some(rest) = h.strip_suffix(port) {
+            h.truncate(rest.len());
+            break;
+        }
+    }
+    while h.ends_with('.') {
+        h.pop();
+    }
+    if h.is_empty() {
+        return Err(KeyError::Malformed);
+    }
+    Ok(h)
+}
+
+/// The key of a request whose key is its path and query as they stand,
+/// then its host (already normal): made in a reused buffer.
+pub(crate) fn with_host(path_and_query: &str, host: &str) -> CacheKey {
+    let mut full = buffer(path_and_query.len() + HOST_MARK.len() + host.len());
+    full.push_str(path_and_query);
+    full.push_str(HOST_MARK);
+    full.push_str(host);
+    CacheKey::finish(full)
+}
+
 /// Builds the key of a GET or HEAD request.
 pub(crate) fn build(
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
+    request: KeyRequest<'_>,
     policy: &RoutePolicy,
-    scope: Option<&str>,
     max_key_bytes: usize,
     hasher: &ScopeHasher,
 ) -> Result<CacheKey, KeyError> {
+    let KeyRequest {
+        path,
+        query,
+        host,
+        headers,
+        scope,
+    } = request;
     let query = query.unwrap_or("");
     if path.len() + query.len() > max_key_bytes {
         return Err(KeyError::TooLong);
@@ -318,6 +390,10 @@ pub(crate) fn build(
     full.push_str(path);
     if !query.is_empty() {
         push_query(&mut full, query, policy);
+    }
+    if let Some(host) = host {
+        full.push_str(HOST_MARK);
+        full.push_str(&normal_host(host)?);
     }
     if !policy.key_headers.is_empty() {
         full.push_str("\nh");
@@ -334,18 +410,57 @@ pub(crate) fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static NO_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+
+    fn plain<'a>(path: &'a str, query: Option<&'a str>) -> KeyRequest<'a> {
+        KeyRequest {
+            path,
+            query,
+            host: None,
+            headers: &NO_HEADERS,
+            scope: None,
+        }
+    }
+
+    #[test]
+    fn hosts_are_keyed_in_one_form() {
+        for (raw, normal) in [
+            ("acme.example", "acme.example"),
+            ("ACME.Example", "acme.example"),
+            ("acme.example:80", "acme.example"),
+            ("acme.example:443", "acme.example"),
+            ("acme.example.", "acme.example"),
+            ("acme.example:8080", "acme.example:8080"),
+            ("[::1]:3000", "[::1]:3000"),
+        ] {
+            assert_eq!(normal_host(raw).unwrap(), normal, "{raw}");
+            assert_eq!(is_normal_host(raw), raw == normal, "{raw}");
+            assert!(is_normal_host(normal), "{normal}");
+        }
+        for bad in ["", "a b", "acme/x", "a\"b", ":80"] {
+            assert!(normal_host(bad).is_err(), "{bad:?}");
+            assert!(!is_normal_host(bad), "{bad:?}");
+        }
+        let policy = RoutePolicy::ttl(std::time::Duration::from_secs(1));
+        let h = ScopeHasher::new(b"t");
+        let built = build(
+            KeyRequest {
+                host: Some("ACME.example:80"),
+                ..plain("/p", Some("a=1"))
+            },
+            &policy,
+            8192,
+            &h,
+        )
+        .unwrap();
+        assert_eq!(built.full, with_host("/p?a=1", "acme.example").full);
+        assert_eq!(built.full, "/p?a=1\nhost:acme.example");
+    }
     use std::time::Duration;
 
     fn key(path: &str, query: Option<&str>, policy: &RoutePolicy) -> Result<CacheKey, KeyError> {
-        build(
-            path,
-            query,
-            &HeaderMap::new(),
-            policy,
-            None,
-            8192,
-            &ScopeHasher::new(b"t"),
-        )
+        build(plain(path, query), policy, 8192, &ScopeHasher::new(b"t"))
     }
 
     #[test]
@@ -429,23 +544,25 @@ mod tests {
     #[test]
     fn scope_cannot_forge_another_key() {
         let p = RoutePolicy::ttl(Duration::from_secs(1));
-        let h = HeaderMap::new();
         let a = build(
-            "/p",
-            None,
-            &h,
+            KeyRequest {
+                scope: Some("u1"),
+                ..plain("/p", None)
+            },
             &p,
-            Some("u1"),
             8192,
             &ScopeHasher::new(b"t"),
         )
         .unwrap();
         let b = build(
-            "/p",
-            None,
-            &h,
+            KeyRequest {
+                scope: Some(
+                    "u1
+@2:u1",
+                ),
+                ..plain("/p", None)
+            },
             &p,
-            Some("u1\n@2:u1"),
             8192,
             &ScopeHasher::new(b"t"),
         )

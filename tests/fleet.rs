@@ -121,19 +121,38 @@ impl Store for SharedStore {
 
 /// One instance of the service: its own `Cache`, on the shared store.
 fn instance(cache: &Cache, db: &Db) -> Router {
-    Router::new()
-        .route("/products", get(db_read).post(db_write))
-        .route("/products/{id}", get(db_read).put(db_write))
-        .route("/dashboard", get(db_read))
-        .route("/greeting", get(greeting))
-        .with_state(db.clone())
-        .layer(
-            ServiceBuilder::new().layer(InvalidateOn::new(cache)).layer(
-                CacheLayer::new(cache)
-                    .ttl(MIN)
-                    .route("/dashboard", RoutePolicy::ttl(MIN).tags(["dashboard"])),
+    behind_one_name(
+        Router::new()
+            .route("/products", get(db_read).post(db_write))
+            .route("/products/{id}", get(db_read).put(db_write))
+            .route("/dashboard", get(db_read))
+            .route("/greeting", get(greeting))
+            .with_state(db.clone())
+            .layer(
+                ServiceBuilder::new().layer(InvalidateOn::new(cache)).layer(
+                    CacheLayer::new(cache)
+                        .ttl(MIN)
+                        .route("/dashboard", RoutePolicy::ttl(MIN).tags(["dashboard"])),
+                ),
             ),
-        )
+    )
+}
+
+/// The public name every instance answers under: a load balancer in front
+/// of the fleet forwards the client's `Host`, the same whichever instance
+/// it picks (the tests reach each instance on its own port).
+const PUBLIC_NAME: &str = "api.test";
+
+fn behind_one_name(app: Router) -> Router {
+    app.layer(axum::middleware::map_request(
+        |mut req: http::Request<axum::body::Body>| async move {
+            req.headers_mut().insert(
+                http::header::HOST,
+                http::HeaderValue::from_static(PUBLIC_NAME),
+            );
+            req
+        },
+    ))
 }
 
 /// A response that varies on `Accept-Language`.
@@ -360,12 +379,13 @@ async fn invalidate_request_reaches_the_shared_store(backend: &impl Backend) {
         .route("/products/{id}", get(db_read))
         .with_state(db.clone())
         .layer(layer.clone());
-    let addr = serve(app).await;
+    let addr = serve(behind_one_name(app)).await;
     let client = client();
     fetch(&client, addr, "GET", "/products/1", &[]).await;
     fetch(&client, addr, "GET", "/products/2", &[]).await;
     until_stored(&cache, 2).await;
     let (parts, ()) = http::Request::get("/products/1")
+        .header(http::header::HOST, PUBLIC_NAME)
         .body(())
         .unwrap()
         .into_parts();

@@ -33,7 +33,7 @@ impl RequestFlags {
 
 use crate::cache::stats::Reason;
 use crate::cache::Cache;
-use crate::key::{self, CacheKey, KeyError};
+use crate::key::{self, CacheKey, KeyError, KeyRequest};
 use crate::policy::{CompiledRoute, RouteTable};
 
 /// The pattern under which a layer's fallback policy is counted in the
@@ -54,6 +54,23 @@ pub(crate) fn client_uri<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a Ur
     }
 }
 
+/// The key of a request the fast path takes: its path and query as they
+/// stand, or those and its host in a reused buffer.
+pub(crate) enum PlainKey<'a> {
+    AsSent(&'a str),
+    WithHost(CacheKey),
+}
+
+impl PlainKey<'_> {
+    #[inline]
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            PlainKey::AsSent(key) => key,
+            PlainKey::WithHost(key) => &key.full,
+        }
+    }
+}
+
 /// The rules of one layer, shared by every service it makes.
 ///
 /// Aligned to a cache line, so that the reference count every service
@@ -63,6 +80,8 @@ pub(crate) fn client_uri<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a Ur
 pub(crate) struct LayerConfig {
     pub(crate) rules: RouteTable,
     pub(crate) fallback: Option<CompiledRoute>,
+    /// Whether keys hold the request's host (default: yes).
+    pub(crate) hosts: bool,
     /// The cache, held here so that a service clone bumps one count.
     pub(crate) cache: Cache,
 }
@@ -90,9 +109,10 @@ impl LayerConfig {
         &'a self,
         local: &Uri,
         uri: &'a Uri,
+        headers: &'a HeaderMap,
         flags: RequestFlags,
         max_key_bytes: usize,
-    ) -> Option<(&'a CompiledRoute, &'a str)> {
+    ) -> Option<(&'a CompiledRoute, PlainKey<'a>)> {
         let route = self.find(local.path())?;
         let policy = &route.policy;
         if policy.scope.is_some() || !policy.key_headers.is_empty() || flags.credentials {
@@ -107,7 +127,34 @@ impl LayerConfig {
                 return None;
             }
         }
-        key::well_formed(key).then_some((route, key))
+        if !key::well_formed(key) {
+            return None;
+        }
+        match self.host(uri, headers) {
+            None => Some((route, PlainKey::AsSent(key))),
+            Some(host) if key::is_normal_host(host) => {
+                let joined = key::with_host(key, host);
+                // A long key is hashed: the general path's job.
+                joined
+                    .hashed
+                    .is_none()
+                    .then_some((route, PlainKey::WithHost(joined)))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The authority a request names, when this layer keys on it: the
+    /// URI's (HTTP/2, absolute form), else the `Host` header.
+    #[inline]
+    fn host<'a>(&self, uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+        if !self.hosts {
+            return None;
+        }
+        match uri.authority() {
+            Some(authority) => Some(authority.as_str()),
+            None => headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+        }
     }
 
     /// The route and key of a GET or HEAD request, or why it bypasses.
@@ -134,12 +181,16 @@ impl LayerConfig {
             None if flags.credentials => return Err((Reason::Cookie, Some(route))),
             None => None,
         };
+        let request = KeyRequest {
+            path: uri.path(),
+            query: uri.query(),
+            host: self.host(uri, &parts.headers),
+            headers: &parts.headers,
+            scope: scope.as_deref(),
+        };
         key::build(
-            uri.path(),
-            uri.query(),
-            &parts.headers,
+            request,
             policy,
-            scope.as_deref(),
             max_key_bytes,
             &self.cache.shared.scope_hasher,
         )
@@ -207,7 +258,9 @@ mod tests {
             ] {
                 let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
                 let Some((route, key)) =
-                    layer.config.plain_key(&parts.uri, &parts.uri, flags, 8192)
+                    layer
+                        .config
+                        .plain_key(&parts.uri, &parts.uri, &parts.headers, flags, 8192)
                 else {
                     continue;
                 };
@@ -222,14 +275,48 @@ mod tests {
                         panic!("{uri}: fast path keyed what classify refuses: {:?}", e.0)
                     });
                 assert_eq!(route.pattern, general_route.pattern, "{uri}");
-                assert_eq!(key, general.full, "{uri}");
-                assert_eq!(key, general.lookup(), "{uri}");
+                assert_eq!(key.as_str(), general.full, "{uri}");
+                assert_eq!(key.as_str(), general.lookup(), "{uri}");
                 fast += 1;
             }
         }
         // "/p", "/p?a=1", "/p?a=1&b=2", "/p?a", "/p?=1", "/p?a=%41",
         // "/tracked?a=1" and the absolute form.
         assert_eq!(fast, 8);
+
+        // With a host: the fast path takes it in its normal form only, and
+        // makes the key classify makes.
+        let mut fast = 0;
+        for host in ["acme.example", "ACME.example", "acme.example:80", "a b"] {
+            for uri in ["/p", "/p?a=1", "/p?b=2&a=1"] {
+                let (parts, ()) = http::Request::get(uri)
+                    .header(header::HOST, host)
+                    .body(())
+                    .unwrap()
+                    .into_parts();
+                let flags = RequestFlags::default();
+                let general = layer.config.classify(&parts, flags, 8192);
+                if host == "a b" {
+                    assert_eq!(general.err().map(|e| e.0), Some(Reason::UriMalformed));
+                    continue;
+                }
+                let (_, general) = general.unwrap_or_else(|e| panic!("{host} {uri}: {:?}", e.0));
+                assert!(
+                    general.full.ends_with("\nhost:acme.example"),
+                    "{}",
+                    general.full
+                );
+                let plain =
+                    layer
+                        .config
+                        .plain_key(&parts.uri, &parts.uri, &parts.headers, flags, 8192);
+                if let Some((_, key)) = plain {
+                    assert_eq!(key.as_str(), general.full, "{host} {uri}");
+                    fast += 1;
+                }
+            }
+        }
+        assert_eq!(fast, 2, "the normal host, on the two keys in order");
     }
 
     #[test]

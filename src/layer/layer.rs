@@ -55,6 +55,7 @@ impl CacheLayer {
             config: Arc::new(LayerConfig {
                 rules: RouteTable::new(),
                 fallback: None,
+                hosts: true,
                 cache: cache.clone(),
             }),
         }
@@ -109,6 +110,22 @@ impl CacheLayer {
 }
 
 impl CacheLayer {
+    /// Shares entries across every host the server answers: keys no longer
+    /// hold the request's authority.
+    ///
+    /// By default a key holds the host the request named (its URI's
+    /// authority, else its `Host` header), lower-cased, without a default
+    /// port or a trailing dot, so that a server answering several hosts
+    /// (tenants by subdomain) never answers one with another's response.
+    /// Use this when every name the server answers to serves the same
+    /// content (`example.com` and `www.example.com`), or set the `Host` to
+    /// one canonical name in a layer outside the cache. Flushes are by path
+    /// and tag, and reach every host's entries either way.
+    pub fn any_host(mut self) -> Self {
+        Arc::make_mut(&mut self.config).hosts = false;
+        self
+    }
+
     /// Flushes the entry this layer would serve for a request (every
     /// variant of it, when the response varies on request headers).
     /// Returns `false` when the request is not one this layer caches.

@@ -106,9 +106,10 @@ where
         let flags = RequestFlags::of(req.headers());
         if let Backend::Memory(memory) = &shared.backend {
             let uri = client_uri(req.uri(), req.extensions());
-            if let Some((route, key)) =
-                config.plain_key(req.uri(), uri, flags, shared.max_key_bytes)
+            if let Some((route, plain)) =
+                config.plain_key(req.uri(), uri, req.headers(), flags, shared.max_key_bytes)
             {
+                let key = plain.as_str();
                 let now_ms = shared.clock.now_ms();
                 match memory.lookup_now(key) {
                     Lookup::Found(entry)

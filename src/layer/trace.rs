@@ -41,16 +41,16 @@ mod tests {
     #[test]
     fn the_request_span_is_made_when_a_subscriber_wants_debug() {
         let policy = crate::policy::RoutePolicy::ttl(std::time::Duration::from_secs(1));
-        let key = crate::key::build(
-            "/p",
-            Some("a=1"),
-            &HeaderMap::new(),
-            &policy,
-            None,
-            8192,
-            &crate::scope::ScopeHasher::new(b"t"),
-        )
-        .unwrap();
+        let headers = HeaderMap::new();
+        let request = crate::key::KeyRequest {
+            path: "/p",
+            query: Some("a=1"),
+            host: None,
+            headers: &headers,
+            scope: None,
+        };
+        let hasher = crate::scope::ScopeHasher::new(b"t");
+        let key = crate::key::build(request, &policy, 8192, &hasher).unwrap();
         let route = CompiledRoute {
             pattern: "/p".into(),
             policy,

@@ -1,0 +1,87 @@
+//! What a key holds, probed from outside: the host a request names (a
+//! server answering several tenants by subdomain), in one normal form.
+//! Through real axum routers and a hyper server.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use support::*;
+use tower_response_cache::{Cache, CacheLayer};
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// A tenant's home page, naming the host it was asked for.
+async fn home(headers: http::HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    format!("home of {host}")
+}
+
+fn tenants(layer: CacheLayer) -> Router {
+    Router::new().route("/", get(home)).layer(layer)
+}
+
+#[tokio::test]
+async fn one_hosts_response_is_never_served_for_another() {
+    let cache = Cache::builder().build();
+    let addr = serve(tenants(CacheLayer::new(&cache).ttl(MIN))).await;
+    let client = client();
+    let as_host = |host: &'static str| {
+        let client = client.clone();
+        async move { fetch(&client, addr, "GET", "/", &[("host", host)]).await }
+    };
+    let acme = as_host("acme.example").await;
+    assert_eq!(acme.text(), "home of acme.example");
+    assert!(as_host("acme.example").await.is_hit());
+
+    let globex = as_host("globex.example").await;
+    assert_eq!(globex.text(), "home of globex.example");
+    assert!(!globex.is_hit(), "{}", globex.cache_status());
+
+    // One host, however it is spelled: case, a default port, a final dot.
+    for spelling in [
+        "ACME.example",
+        "acme.example:80",
+        "acme.example.",
+        "Acme.Example:443",
+    ] {
+        let seen = as_host(spelling).await;
+        assert!(seen.is_hit(), "{spelling}: {}", seen.cache_status());
+        assert_eq!(seen.text(), "home of acme.example", "{spelling}");
+    }
+    // Another port is another origin.
+    assert!(!as_host("acme.example:8080").await.is_hit());
+    assert_eq!(cache.stats().entries, 3);
+}
+
+#[tokio::test]
+async fn a_malformed_host_is_served_by_the_origin() {
+    let cache = Cache::builder().build();
+    let app = tenants(CacheLayer::new(&cache).ttl(MIN));
+    for _ in 0..2 {
+        let seen = send(&app, get_with("/", "host", "acme example")).await;
+        assert_eq!(seen.status, http::StatusCode::OK);
+        assert_eq!(
+            seen.cache_status(),
+            "tower-response-cache; fwd=bypass; detail=uri-malformed"
+        );
+    }
+    assert_eq!(cache.stats().entries, 0);
+}
+
+#[tokio::test]
+async fn any_host_shares_entries_across_the_names_of_one_site() {
+    let cache = Cache::builder().build();
+    let addr = serve(tenants(CacheLayer::new(&cache).ttl(MIN).any_host())).await;
+    let client = client();
+    let first = fetch(&client, addr, "GET", "/", &[("host", "example.com")]).await;
+    assert!(!first.is_hit());
+    let alias = fetch(&client, addr, "GET", "/", &[("host", "www.example.com")]).await;
+    assert!(alias.is_hit(), "{}", alias.cache_status());
+    assert_eq!(alias.text(), "home of example.com");
+}
