@@ -83,7 +83,10 @@
 //!
 //! The key is the path plus the query with its pairs sorted by name (stable
 //! for repeated names), ignored parameters dropped, `?` alone equal to no
-//! query; then the policy's key headers and scope. Long keys are stored by
+//! query; then the host the request named (its URI's authority, else its
+//! `Host` header: lower-cased, without a default port or a final dot;
+//! [`CacheLayer::any_host`] leaves it out); then the policy's key headers
+//! and a keyed hash of its scope. Long keys are stored by
 //! hash and compared in full on lookup.
 //!
 //! # Placing the layers
