@@ -26,6 +26,8 @@ pub(crate) enum KeyError {
     TooLong,
     /// Invalid percent-encoding, or an encoded NUL.
     Malformed,
+    /// A path not in canonical form (see [`crate::path`]).
+    NotCanonical,
 }
 
 /// A request's cache key.
@@ -385,6 +387,9 @@ pub(crate) fn build(
     }
     if !well_formed(path) || !well_formed(query) {
         return Err(KeyError::Malformed);
+    }
+    if !crate::path::is_canonical(path) {
+        return Err(KeyError::NotCanonical);
     }
     let mut full = buffer(path.len() + query.len() + 2);
     full.push_str(path);

@@ -71,7 +71,8 @@
 //! | no rule matches, no layer `ttl` (any method) | passed through untouched (no header, not counted) | |
 //! | `Authorization` or `Cookie`, route without a scope | no | `authorization`, `cookie` |
 //! | route with a scope that returns `None` | no | `no-scope` |
-//! | path + query longer than `max_key_bytes`, bad percent-encoding, `%00` | no | `uri-too-long`, `uri-malformed` |
+//! | path + query longer than `max_key_bytes`, bad percent-encoding, `%00`, a malformed host | no | `uri-too-long`, `uri-malformed` |
+//! | a path not in canonical form (lower-case `%c3`, encoded unreserved `%61` or `/`, `.`, `..` or empty segments); flushes take the canonical form of whatever spelling they name | no | `uri-not-canonical` |
 //! | status outside the policy's set (default: RFC 9110's heuristically cacheable, less 206) | no | `status` |
 //! | `Set-Cookie` | never | `set-cookie` |
 //! | `Cache-Control: no-store`, `private` or `no-cache` | no | `cache-control` |
@@ -223,6 +224,7 @@ mod key;
 pub mod layer;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod path;
 mod policy;
 mod scope;
 pub mod store;

@@ -228,3 +228,77 @@ async fn no_own_paths_leaves_a_rule_only_its_targets() {
     assert!(!send(&app, read("/dashboard")).await.is_hit());
     assert!(send(&app, read("/orders")).await.is_hit(), "opted out");
 }
+
+/// A catalogue whose writes go through `InvalidateOn` with no rule: each
+/// flushes its own path, in whatever spelling the client used.
+fn spelled(cache: &Cache) -> (Router, Db) {
+    let db = Db::default();
+    let app = Router::new()
+        .route("/products/{name}", get(db_read).put(db_write))
+        .route("/files/{*path}", get(db_read).put(db_write))
+        .with_state(db.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(InvalidateOn::new(cache))
+                .layer(CacheLayer::new(cache).ttl(MIN)),
+        );
+    (app, db)
+}
+
+#[tokio::test]
+async fn every_spelling_of_a_path_is_flushed_by_a_write_on_any_other() {
+    let cache = Cache::builder().build();
+    let (app, _db) = spelled(&cache);
+    let addr = serve(app).await;
+    let client = client();
+    // (stored under, written as)
+    let cases = [
+        ("/products/caf%C3%A9", "/products/caf%c3%a9"),
+        ("/products/apple", "/products/%61pple"),
+        ("/files/d1/readme", "/files/d1/./readme"),
+        ("/files/d1/readme", "/files/d1/x/../readme"),
+        ("/files/d2/readme", "/files/d2//readme"),
+        ("/files/a/b", "/files/a%2Fb"),
+    ];
+    for (stored, written) in cases {
+        let first = fetch(&client, addr, "GET", stored, &[]).await;
+        let version = first.text();
+        let hit = fetch(&client, addr, "GET", stored, &[]).await;
+        assert!(hit.is_hit(), "{stored}: {}", hit.cache_status());
+        let w = fetch(&client, addr, "PUT", written, &[]).await;
+        assert_eq!(w.status, StatusCode::NO_CONTENT, "{written}");
+        let after = fetch(&client, addr, "GET", stored, &[]).await;
+        assert!(!after.is_hit(), "{written} left {stored} cached");
+        assert_ne!(after.text(), version, "{written} then {stored}");
+    }
+}
+
+#[tokio::test]
+async fn a_path_in_another_spelling_is_served_by_the_origin_uncached() {
+    let cache = Cache::builder().build();
+    let (app, db) = spelled(&cache);
+    for spelling in [
+        "/products/caf%c3%a9",
+        "/products/%61pple",
+        "/files/d1/./readme",
+        "/files/d2//readme",
+        "/files/a%2Fb",
+    ] {
+        for _ in 0..2 {
+            let seen = send(&app, read(spelling)).await;
+            assert_eq!(seen.status, StatusCode::OK, "{spelling}");
+            assert_eq!(
+                seen.cache_status(),
+                "tower-response-cache; fwd=bypass; detail=uri-not-canonical",
+                "{spelling}"
+            );
+        }
+    }
+    assert_eq!(db.reads.get(), 10, "every one reached the origin");
+    assert_eq!(cache.stats().entries, 0);
+    // A flush from code names any spelling too.
+    send(&app, read("/products/caf%C3%A9")).await;
+    assert!(send(&app, read("/products/caf%C3%A9")).await.is_hit());
+    cache.invalidate_prefix("/products/caf%c3%a9");
+    assert!(!send(&app, read("/products/caf%C3%A9")).await.is_hit());
+}

@@ -17,6 +17,7 @@ pub(crate) enum Reason {
     NoScope,
     UriTooLong,
     UriMalformed,
+    UriNotCanonical,
     StoreError,
     // Response side: forwarded, not stored.
     Head,
@@ -37,7 +38,7 @@ pub(crate) enum Reason {
 }
 
 impl Reason {
-    const ALL: [Reason; 22] = [
+    const ALL: [Reason; 23] = [
         Reason::Method,
         Reason::Authorization,
         Reason::Cookie,
@@ -45,6 +46,7 @@ impl Reason {
         Reason::NoScope,
         Reason::UriTooLong,
         Reason::UriMalformed,
+        Reason::UriNotCanonical,
         Reason::StoreError,
         Reason::Head,
         Reason::Status,
@@ -72,6 +74,7 @@ impl Reason {
             Reason::NoScope => "no-scope",
             Reason::UriTooLong => "uri-too-long",
             Reason::UriMalformed => "uri-malformed",
+            Reason::UriNotCanonical => "uri-not-canonical",
             Reason::StoreError => "store-error",
             Reason::Head => "head",
             Reason::Status => "status",

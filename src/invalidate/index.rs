@@ -53,7 +53,9 @@ impl Target {
 
     pub(crate) fn hash(&self) -> u64 {
         match self {
-            Target::Prefix(p) => prefix_hash(normalise_prefix(p)),
+            // Whichever spelling names the path, its canonical form: the
+            // one entries are stored under.
+            Target::Prefix(p) => prefix_hash(normalise_prefix(&crate::path::canonical(p))),
             Target::Tag(t) => tag_hash(t),
             Target::Key(k) => key_hash(k),
         }

@@ -123,11 +123,12 @@ impl LayerConfig {
             return None;
         }
         if let Some(query) = uri.query() {
-            if query.is_empty() || !key::in_order(query, policy) {
+            if query.is_empty() || !key::in_order(query, policy) || !key::well_formed(query) {
                 return None;
             }
         }
-        if !key::well_formed(key) {
+        // Canonical implies well formed (no bad or NUL percent-encoding).
+        if !crate::path::is_canonical(uri.path()) {
             return None;
         }
         match self.host(uri, headers) {
@@ -199,6 +200,7 @@ impl LayerConfig {
             let reason = match e {
                 KeyError::TooLong => Reason::UriTooLong,
                 KeyError::Malformed => Reason::UriMalformed,
+                KeyError::NotCanonical => Reason::UriNotCanonical,
             };
             (reason, Some(route))
         })
