@@ -85,3 +85,92 @@ async fn any_host_shares_entries_across_the_names_of_one_site() {
     assert!(alias.is_hit(), "{}", alias.cache_status());
     assert_eq!(alias.text(), "home of example.com");
 }
+
+#[tokio::test(start_paused = true)]
+async fn new_variants_of_one_url_never_wait_for_each_other() {
+    let cache = Cache::builder().build();
+    let calls = Hits::default();
+    let counted = calls.clone();
+    let app = Router::new()
+        .route(
+            "/greeting",
+            get(move |headers: http::HeaderMap| {
+                counted.bump();
+                async move {
+                    // A slow origin, on tokio's paused clock.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let lang = headers
+                        .get("accept-language")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    ([("vary", "accept-language")], format!("hello in {lang}"))
+                }
+            }),
+        )
+        .layer(CacheLayer::new(&cache).ttl(MIN));
+    // The URL is known to vary once one response is stored.
+    send(&app, get_with("/greeting", "accept-language", "en")).await;
+    let started = tokio::time::Instant::now();
+    let languages = ["fr", "de", "es", "it"];
+    let answers = futures_join(languages.map(|lang| {
+        let app = app.clone();
+        async move { send(&app, get_with("/greeting", "accept-language", lang)).await }
+    }))
+    .await;
+    let took = started.elapsed();
+    for (lang, seen) in languages.iter().zip(&answers) {
+        assert_eq!(seen.text(), format!("hello in {lang}"));
+    }
+    assert!(
+        took < Duration::from_millis(450),
+        "four new variants took {took:?}"
+    );
+    assert_eq!(calls.get(), 5);
+    assert_eq!(
+        cache.stats().totals.coalesced,
+        0,
+        "no variant waited for another"
+    );
+    // The same variant still coalesces.
+    cache.invalidate_all();
+    let same = futures_join([0, 1].map(|_| {
+        let app = app.clone();
+        async move { send(&app, get_with("/greeting", "accept-language", "fr")).await }
+    }))
+    .await;
+    assert!(same.iter().all(|s| s.text() == "hello in fr"));
+    assert_eq!(
+        calls.get(),
+        6,
+        "one origin call for two requests of one variant"
+    );
+}
+
+/// Runs futures concurrently on this task and collects their outputs.
+async fn futures_join<F: std::future::Future, const N: usize>(futures: [F; N]) -> [F::Output; N] {
+    let handles = futures.map(|f| Box::pin(f));
+    let mut outputs: [Option<F::Output>; N] = std::array::from_fn(|_| None);
+    let mut handles = handles.map(Some);
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in handles.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.map(|o| o.expect("every future finished"))
+}

@@ -16,7 +16,7 @@ use super::respond::{respond, validators_match};
 use super::trace::debug_wanted;
 use super::CacheBody;
 use crate::cache::flight::{Join, Outcome};
-use crate::cache::lookup::{Found, Probe};
+use crate::cache::lookup::{Found, Probe, VaryMarker};
 use crate::cache::stats::{Counters, Event, Reason};
 use crate::cache::Cache;
 use crate::headers;
@@ -146,8 +146,9 @@ where
             span.record("outcome", "stale");
             tracing::debug!(key = %key.full, route = %route.pattern, outcome = "stale", refreshing, "cache decision");
             if refreshing {
+                let flight_key = flight_key(cache, &key, marker.as_ref(), &parts.headers);
                 let primary = marker.map_or(key, |(primary, _)| primary);
-                if let Join::Leader(flight) = shared.flights.join(primary.lookup(), now_ms) {
+                if let Join::Leader(flight) = shared.flights.join(&flight_key, now_ms) {
                     // Exactly one background refresh, on the service that
                     // was polled ready.
                     Counters::add(&shared.extra.refreshes);
@@ -168,13 +169,14 @@ where
             cache.record(Some(&route.stats), Event::Miss);
             span.record("outcome", "miss");
             tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
+            let flight_key = flight_key(cache, &key, marker.as_ref(), &parts.headers);
             let primary = marker.map_or(key, |(primary, _)| primary);
             let mut miss = Miss::new(cache, route, primary, &parts, head, read);
             miss.stale = stale;
             let join = if head || shared.coalesce_timeout.is_zero() {
                 Join::Pass
             } else {
-                shared.flights.join(miss.key.lookup(), now_ms)
+                shared.flights.join(&flight_key, now_ms)
             };
             match join {
                 Join::Leader(flight) => miss.flight = Some(flight),
@@ -235,6 +237,24 @@ where
             let req = Request::from_parts(request.parts, request.body);
             bypass(&mut svc, &cache, req, Reason::StoreError, Some(&route)).await
         }
+    }
+}
+
+/// The key misses of one response coalesce on: the variant a request's
+/// headers select when the URL is known to vary (different variants never
+/// wait for each other), else the request's key.
+fn flight_key(
+    cache: &Cache,
+    key: &CacheKey,
+    marker: Option<&VaryMarker>,
+    headers: &HeaderMap,
+) -> String {
+    match marker {
+        Some((primary, names)) => primary
+            .variant(names, headers, &cache.shared.scope_hasher)
+            .lookup()
+            .to_owned(),
+        None => key.lookup().to_owned(),
     }
 }
 
