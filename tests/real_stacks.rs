@@ -508,6 +508,9 @@ async fn a_scope_never_shows_its_raw_value() {
         .with_writer(move || writer.clone())
         .finish();
     let _traced = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary hit the same callsites on other threads
+    // without a subscriber: judge every callsite again with this one.
+    tracing::callsite::rebuild_interest_cache();
     #[cfg(feature = "metrics")]
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     #[cfg(feature = "metrics")]
@@ -573,8 +576,8 @@ async fn a_scope_never_shows_its_raw_value() {
         outputs.push(listing);
     }
     assert!(
-        outputs[0].contains("http_cache"),
-        "the debug spans were captured"
+        outputs[0].contains("cache decision"),
+        "the traces were captured"
     );
     for output in &outputs {
         for secret in ["alice-token", "bob-token", "alice-cookie", "bob-cookie"] {

@@ -208,6 +208,7 @@ impl CacheBuilder {
                 extra: Extra::default(),
                 flights: Flights::default(),
                 coalesce_timeout: self.coalesce_timeout,
+                flush_budget: self.store_timeout,
                 pass_ms: u64::try_from(self.pass_marker.as_millis()).unwrap_or(u64::MAX),
                 max_body_bytes: self.max_body_bytes,
                 max_key_bytes: self.max_key_bytes,

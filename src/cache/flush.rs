@@ -127,17 +127,45 @@ impl Cache {
         targets: &[Target],
         by: &'static str,
     ) -> Result<u64, StoreError> {
-        match self.shared.backend.invalidate(targets).await {
+        match self.record_within_budget(targets).await {
             Ok(generation) => {
                 self.counted(targets, generation, by);
                 Ok(generation)
             }
             Err(e) => {
-                self.store_error("invalidate", &e);
+                tracing::error!(
+                    ?targets,
+                    by,
+                    error = %e,
+                    "a flush could not be recorded in the store within its time budget; \
+                     other instances may serve the flushed entries until a retry lands"
+                );
                 let cache = self.clone();
                 let targets = targets.to_vec();
                 tokio::spawn(async move { cache.retry_flush(targets, Some(by)).await });
                 Err(e)
+            }
+        }
+    }
+
+    /// Records an invalidation, trying again (with a short, growing pause)
+    /// until the store timeout has passed: a store that is paused, or
+    /// reconnecting, for less than that still gets the flush before the
+    /// write's response leaves.
+    async fn record_within_budget(&self, targets: &[Target]) -> Result<u64, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.shared.flush_budget;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.shared.backend.invalidate(targets).await {
+                Ok(generation) => return Ok(generation),
+                Err(e) => {
+                    self.store_error("invalidate", &e);
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
             }
         }
     }

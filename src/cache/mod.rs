@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     pub(crate) extra: Extra,
     pub(crate) flights: Flights,
     pub(crate) coalesce_timeout: Duration,
+    /// How long a flush keeps trying a network store before its write is
+    /// answered anyway (the store timeout).
+    pub(crate) flush_budget: Duration,
     pub(crate) pass_ms: u64,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_key_bytes: usize,

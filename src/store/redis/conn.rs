@@ -25,6 +25,31 @@ fn is_outage(e: &RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
+/// Whether a call failed on a connection that broke under it (Redis closed
+/// an idle connection, a proxy cut it): the connection manager has a fresh
+/// one by the next call, so the call is worth sending again at once.
+pub(super) fn broken(e: &StoreError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<RedisError>())
+        .is_some_and(|r| r.is_connection_dropped() || r.is_io_error())
+}
+
+/// Runs a call, and once more at once when it failed on a broken
+/// connection, before anything is given up.
+pub(super) async fn once_more<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    match attempt().await {
+        Err(e) if broken(&e) => {
+            tracing::debug!(error = %e, "redis store: the connection broke; sending again");
+            attempt().await
+        }
+        other => other,
+    }
+}
+
 /// A failed command as a [`StoreError`]: its kind from what Redis (or the
 /// connection) said, the error itself as the source.
 fn store_error(op: &str, e: RedisError) -> StoreError {
@@ -128,10 +153,16 @@ impl Inner {
     /// Checks the breaker and hands out a connection, with the scripts
     /// loaded.
     pub(super) async fn begin(&self) -> Result<ConnectionManager, StoreError> {
-        self.start_subscriber();
         self.breaker
             .check()
             .map_err(|msg| StoreError::new(StoreErrorKind::Unavailable, msg))?;
+        self.begin_anyway().await
+    }
+
+    /// Hands out a connection, with the scripts loaded, whatever the
+    /// breaker says: for flushes, which a cool-down must never skip.
+    pub(super) async fn begin_anyway(&self) -> Result<ConnectionManager, StoreError> {
+        self.start_subscriber();
         let mut con = self.manager()?;
         if !self.scripts_loaded.load(Ordering::Acquire) {
             // Loaded up front (one round trip) rather than on NOSCRIPT, which

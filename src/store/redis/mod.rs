@@ -276,8 +276,8 @@ impl RedisStore {
     }
 }
 
-impl Store for RedisStore {
-    async fn get(&self, key: &str) -> Result<Lookup, StoreError> {
+impl RedisStore {
+    async fn get_once(&self, key: &str) -> Result<Lookup, StoreError> {
         let inner = &*self.inner;
         inner.start_subscriber();
         let epoch = inner.near.as_ref().map(|n| n.epoch());
@@ -345,7 +345,7 @@ impl Store for RedisStore {
         }
     }
 
-    async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
+    async fn put_once(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
         let inner = &*self.inner;
         let px = entry.grace_until_ms().saturating_sub(now_ms());
         if px == 0 {
@@ -379,7 +379,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+    async fn remove_once(&self, key: &str) -> Result<(), StoreError> {
         let inner = &*self.inner;
         if let Some(near) = &inner.near {
             near.remove(key);
@@ -397,7 +397,7 @@ impl Store for RedisStore {
             .map(drop)
     }
 
-    async fn generation(&self) -> Result<u64, StoreError> {
+    async fn generation_once(&self) -> Result<u64, StoreError> {
         let inner = &*self.inner;
         let mut con = inner.begin().await?;
         let mut inv = inner.scripts.generation.prepare_invoke();
@@ -405,10 +405,11 @@ impl Store for RedisStore {
         inner.run("generation", inv.invoke_async(&mut con)).await
     }
 
-    async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
+    async fn invalidate_once(&self, targets: &[Target]) -> Result<u64, StoreError> {
         let inner = &*self.inner;
         let hashes: Vec<u64> = targets.iter().map(Target::hash).collect();
-        let mut con = inner.begin().await?;
+        // Never skipped by a cool-down: a write waits for its flush.
+        let mut con = inner.begin_anyway().await?;
         let mut inv = inner.scripts.invalidate.prepare_invoke();
         self.index_keys(&mut inv, &inner.keys.clock);
         inv.arg(inner.max_records)
@@ -422,5 +423,29 @@ impl Store for RedisStore {
             near.apply(generation, hashes);
         }
         Ok(generation)
+    }
+}
+
+/// Each call is sent once more at once when it failed on a broken
+/// connection ([`conn::once_more`]).
+impl Store for RedisStore {
+    async fn get(&self, key: &str) -> Result<Lookup, StoreError> {
+        conn::once_more(|| self.get_once(key)).await
+    }
+
+    async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
+        conn::once_more(|| self.put_once(key, entry.clone())).await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        conn::once_more(|| self.remove_once(key)).await
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        conn::once_more(|| self.generation_once()).await
+    }
+
+    async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
+        conn::once_more(|| self.invalidate_once(targets)).await
     }
 }

@@ -9,7 +9,8 @@
 //! generation of any pruned record) and `floor` (entries born before it are
 //! invalid: records were dropped early to respect the cap).
 //!
-//! Scripts use `TIME`, so they need Redis 5 or later (effects replication),
+//! Scripts use `TIME` (effects replication) and, for `invalidate` and
+//! `generation`, shebang flags, so they need Redis 7 or Valkey 7 or later,
 //! and Lua's `struct` library, which Redis and Valkey ship.
 
 /// Helpers every writing script shares: server time, number formatting,
@@ -148,7 +149,11 @@ return 1
 /// Ticks the clock, records every hash at the new generation, prunes,
 /// publishes `generation (u64 BE) .. hashes` on the channel for near caches,
 /// and returns the new generation.
+///
+/// Flagged `allow-oom` (Redis 7): a flush must be recorded even when Redis
+/// is full and refuses every other write (`maxmemory-policy noeviction`).
 pub(crate) const INVALIDATE: &str = concat!(
+    "#!lua flags=allow-oom\n",
     common_lua!(),
     r#"
 local g = clock() + 1
@@ -167,7 +172,13 @@ return g
 
 /// `generation`: KEYS = (unused), clock, idx, idx_t, meta. Returns the
 /// clock, seeding it when missing.
-pub(crate) const GENERATION: &str = concat!(common_lua!(), "\nreturn clock()\n");
+/// Flagged `allow-oom` like `invalidate`: a read whose origin call begins
+/// must learn its generation when Redis is full.
+pub(crate) const GENERATION: &str = concat!(
+    "#!lua flags=allow-oom\n",
+    common_lua!(),
+    "\nreturn clock()\n"
+);
 
 /// Every script, to load them all at once.
 pub(crate) const ALL: [&str; 4] = [GET, PUT, INVALIDATE, GENERATION];

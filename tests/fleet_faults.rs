@@ -1,0 +1,162 @@
+//! The fleet under Redis faults: two instances on one real `redis-server`,
+//! a write on one of them, and the other's very next read. A write's 2xx
+//! must leave only after its flush is recorded, whatever happened to the
+//! writer's connection: an idle connection Redis closed, a pause longer
+//! than the command timeout (and the cool-down it trips), a Redis whose
+//! memory is full.
+#![cfg(feature = "redis")]
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use http::StatusCode;
+use redis_server::RedisServer;
+use support::*;
+use tower::ServiceBuilder;
+use tower_response_cache::store::RedisStore;
+use tower_response_cache::{Cache, CacheLayer, InvalidateOn};
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// One instance: its own `Cache` on the shared Redis, over one database.
+fn instance(server: &RedisServer, db: &Db) -> (Cache, Router) {
+    let store = RedisStore::builder(server.url()).build().unwrap();
+    let cache = Cache::builder().store(store).build();
+    let app = Router::new()
+        .route("/products/{id}", get(db_read).put(db_write))
+        .with_state(db.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(InvalidateOn::new(&cache))
+                .layer(CacheLayer::new(&cache).ttl(MIN)),
+        );
+    (cache, app)
+}
+
+/// Waits (bounded) until a cache has stored `n` responses: entries land in
+/// Redis in the background, after the body has ended.
+async fn until_stored(cache: &Cache, n: u64) {
+    let start = Instant::now();
+    while cache.stats().totals.stores < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "entry {n} never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits (bounded) until a read on `app` is a hit.
+async fn until_hit(app: &Router, path: &str) {
+    let start = Instant::now();
+    while !send(app, read(path)).await.is_hit() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{path} never a hit again"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two warm instances: `/products/7` stored by A, a hit on B.
+async fn warm_pair(server: &RedisServer, db: &Db) -> ((Cache, Router), (Cache, Router)) {
+    let (a_cache, a) = instance(server, db);
+    let (b_cache, b) = instance(server, db);
+    assert_eq!(send(&a, read("/products/7")).await.text(), "v0");
+    until_stored(&a_cache, 1).await;
+    let on_b = send(&b, read("/products/7")).await;
+    assert!(on_b.is_hit(), "{}", on_b.cache_status());
+    ((a_cache, a), (b_cache, b))
+}
+
+/// A write on A, then the next read on B and on A: never the old data.
+async fn write_then_read(a: &Router, b: &Router, db: &Db) {
+    write(a).await;
+    read_after_write(a, b, db).await;
+}
+
+async fn write(a: &Router) {
+    let w = send(a, method("PUT", "/products/7")).await;
+    assert_eq!(w.status, StatusCode::NO_CONTENT);
+}
+
+async fn read_after_write(a: &Router, b: &Router, db: &Db) {
+    let version = format!("v{}", db.version.load(std::sync::atomic::Ordering::SeqCst));
+    let on_b = send(b, read("/products/7")).await;
+    assert_eq!(
+        on_b.text(),
+        version,
+        "B after A's write: {}",
+        on_b.cache_status()
+    );
+    let on_a = send(a, read("/products/7")).await;
+    assert_eq!(
+        on_a.text(),
+        version,
+        "A after its own write: {}",
+        on_a.cache_status()
+    );
+}
+
+#[tokio::test]
+async fn a_flush_on_a_connection_redis_closed_is_sent_again_on_a_fresh_one() {
+    let server = RedisServer::start();
+    let db = Db::default();
+    let ((_, a), (_, b)) = warm_pair(&server, &db).await;
+    // Redis drops every client's idle connection (a `timeout`, a load
+    // balancer): B reconnects as it reads; A stays idle.
+    let killed = server.command("CLIENT KILL TYPE normal");
+    assert!(killed.starts_with(':'), "{killed}");
+    until_hit(&b, "/products/7").await;
+    // A's write is the first command on its dead connection.
+    write_then_read(&a, &b, &db).await;
+}
+
+#[tokio::test]
+async fn a_flush_waits_out_a_pause_and_is_never_skipped_by_the_cool_down() {
+    let server = RedisServer::start();
+    let db = Db::default();
+    let ((a_cache, a), (_, b)) = warm_pair(&server, &db).await;
+    // Longer than the command timeout (100 ms), shorter than the time a
+    // write waits for its flush.
+    let paused = server.command("CLIENT PAUSE 500");
+    assert!(paused.starts_with("+OK"), "{paused}");
+    // Reads on A time out and trip its cool-down.
+    for _ in 0..3 {
+        let seen = send(&a, read("/products/9")).await;
+        assert_eq!(seen.status, StatusCode::OK);
+    }
+    assert!(a_cache.stats().store_errors >= 3);
+    write(&a).await;
+    // The moment Redis answers again (a PING waits out the pause), B's
+    // next read must not be the old data.
+    let pong = tokio::task::spawn_blocking(move || {
+        let pong = server.command("PING");
+        (server, pong)
+    });
+    let (_server, pong) = pong.await.unwrap();
+    assert!(pong.starts_with("+PONG"), "{pong}");
+    read_after_write(&a, &b, &db).await;
+}
+
+#[tokio::test]
+async fn a_flush_is_recorded_when_redis_memory_is_full() {
+    let server = RedisServer::start();
+    let db = Db::default();
+    let ((_, a), (_, b)) = warm_pair(&server, &db).await;
+    for cmd in [
+        "CONFIG SET maxmemory-policy noeviction",
+        "CONFIG SET maxmemory 1",
+    ] {
+        let answer = server.command(cmd);
+        assert!(answer.starts_with("+OK"), "{cmd}: {answer}");
+    }
+    // Full: Redis refuses writes, and still answers lookups.
+    assert!(send(&b, read("/products/7")).await.is_hit());
+    write_then_read(&a, &b, &db).await;
+}
