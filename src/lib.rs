@@ -72,6 +72,12 @@
 //! | `Authorization` or `Cookie`, route without a scope | no | `authorization`, `cookie` |
 //! | route with a scope that returns `None` | no | `no-scope` |
 //! | path + query longer than `max_key_bytes`, bad percent-encoding, `%00` | no | `uri-too-long`, `uri-malformed` |
+//! | `Upgrade` or `Connection: upgrade` (a WebSocket handshake) | never answered from the store | `upgrade` |
+//! | `Proxy-Authorization`, whatever the route's scope | no | `proxy-authorization` |
+//! | a request body (`Content-Length` other than 0, `Transfer-Encoding`) | no | `request-body` |
+//! | `If-Match` or `If-Unmodified-Since` (preconditions for the origin) | no | `precondition` |
+//! | `Range` | a stored response answers in full (200); a miss neither waits for nor leads another request, and its 206 is not stored | `status` for a 206 |
+//! | `Cache-Control: no-store` in the request | a stored response answers; on a miss nothing is stored | `request-no-store` |
 //! | status outside the policy's set (default: RFC 9110's heuristically cacheable, less 206) | no | `status` |
 //! | `Set-Cookie` | never | `set-cookie` |
 //! | `Cache-Control: no-store`, `private` or `no-cache` | no | `cache-control` |

@@ -139,7 +139,7 @@ impl Cache {
     pub(crate) fn end_flight(&self, flight: Leader, reason: Reason) {
         let shared = &self.shared;
         match reason {
-            Reason::BodyError | Reason::Incomplete => {
+            Reason::BodyError | Reason::Incomplete | Reason::RequestNoStore => {
                 flight.finish(&shared.flights, Outcome::Abandoned, 0);
             }
             _ => {

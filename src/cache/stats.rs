@@ -17,6 +17,18 @@ pub(crate) enum Reason {
     NoScope,
     UriTooLong,
     UriMalformed,
+    /// `Upgrade`, or `Connection: upgrade`: the request asks the origin to
+    /// switch protocols (a WebSocket handshake), which no stored response
+    /// can do.
+    Upgrade,
+    /// `Proxy-Authorization`: credentials, whatever the route's scope.
+    ProxyAuthorization,
+    /// A request body (`Content-Length` other than 0, `Transfer-Encoding`),
+    /// which the key does not hold.
+    RequestBody,
+    /// `If-Match` or `If-Unmodified-Since`: preconditions only the origin
+    /// can evaluate (RFC 9111, section 4.3.2).
+    Precondition,
     StoreError,
     // Response side: forwarded, not stored.
     Head,
@@ -34,10 +46,13 @@ pub(crate) enum Reason {
     Invalidated,
     /// A network store failed to take the response.
     StoreFailed,
+    /// The request said `Cache-Control: no-store` (RFC 9111, section
+    /// 5.2.1.5).
+    RequestNoStore,
 }
 
 impl Reason {
-    const ALL: [Reason; 22] = [
+    const ALL: [Reason; 27] = [
         Reason::Method,
         Reason::Authorization,
         Reason::Cookie,
@@ -45,6 +60,10 @@ impl Reason {
         Reason::NoScope,
         Reason::UriTooLong,
         Reason::UriMalformed,
+        Reason::Upgrade,
+        Reason::ProxyAuthorization,
+        Reason::RequestBody,
+        Reason::Precondition,
         Reason::StoreError,
         Reason::Head,
         Reason::Status,
@@ -60,6 +79,7 @@ impl Reason {
         Reason::Rejected,
         Reason::Invalidated,
         Reason::StoreFailed,
+        Reason::RequestNoStore,
     ];
 
     /// The token written in `Cache-Status` and used as a stats key.
@@ -72,6 +92,10 @@ impl Reason {
             Reason::NoScope => "no-scope",
             Reason::UriTooLong => "uri-too-long",
             Reason::UriMalformed => "uri-malformed",
+            Reason::Upgrade => "upgrade",
+            Reason::ProxyAuthorization => "proxy-authorization",
+            Reason::RequestBody => "request-body",
+            Reason::Precondition => "precondition",
             Reason::StoreError => "store-error",
             Reason::Head => "head",
             Reason::Status => "status",
@@ -87,6 +111,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Invalidated => "invalidated",
             Reason::StoreFailed => "store-error",
+            Reason::RequestNoStore => "request-no-store",
         }
     }
 

@@ -204,6 +204,8 @@ impl Miss {
         let directives = headers::response_directives(response.headers());
         let reason = if self.head {
             Some(Reason::Head)
+        } else if asks_no_store(&self.request_headers) {
+            Some(Reason::RequestNoStore)
         } else if no_store || ttl.is_zero() {
             Some(Reason::Handler)
         } else if !self.route.policy.status_allowed(response.status()) {
@@ -288,6 +290,18 @@ impl Miss {
             },
         }))
     }
+}
+
+/// Whether a request's `Cache-Control` says `no-store`: no response to it
+/// may be stored (RFC 9111, section 5.2.1.5). Read on a miss only: a
+/// stored response may still answer such a request.
+pub(crate) fn asks_no_store(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|directive| {
+            let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"no-store")
+        })
+    })
 }
 
 /// The stale entry of a miss, if its stale-if-error window is still open.

@@ -110,7 +110,7 @@ where
         // request's path and query as they stand.
         let mut first = None;
         let flags = RequestFlags::of(req.headers());
-        if let Backend::Memory(memory) = &shared.backend {
+        if let (Backend::Memory(memory), None) = (&shared.backend, flags.refuse) {
             if let Some((route, key)) = config.plain_key(req.uri(), flags, shared.max_key_bytes) {
                 let now_ms = shared.clock.now_ms();
                 match memory.lookup_now(key) {
@@ -175,6 +175,13 @@ impl<S> CacheService<S> {
                 return bypass(&mut self.inner, cache, req, reason, route);
             }
         };
+        if let Some(reason) = flags.refuse {
+            // A request no stored response may answer (an upgrade, proxy
+            // credentials, a body, origin-only preconditions), on a route
+            // of this layer.
+            let req = Request::from_parts(parts, body);
+            return bypass(&mut self.inner, cache, req, reason, Some(route));
+        }
         let span = request_span(&key.full, route);
         let request = KeyedRequest {
             key,
