@@ -85,6 +85,7 @@
 //! | `Vary: accept-encoding` (or any header) | one entry per value | |
 //! | `text/event-stream` | streamed, never held back | `event-stream` |
 //! | body over `max_body_bytes`, a body error, trailers | streamed whole, not stored | `too-large`, `body-error`, `trailers` |
+//! | body longer or shorter than its `Content-Length` (or its exact size hint) | streamed as it comes, not stored | `length-mismatch` |
 //! | the handler set [`NoStore`] | no | `handler` |
 //!
 //! The key is the path plus the query with its pairs sorted by name (stable

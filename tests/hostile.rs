@@ -1,10 +1,13 @@
-//! Requests and responses a cache meets from unusual or hostile peers,
-//! through real axum routers and hyper servers: requests it must never
-//! answer.
+//! Requests and responses a cache meets from unusual or hostile peers:
+//! requests it must never answer, origins that lie about their length,
+//! clients that go away, through real axum routers and hyper servers.
 
 mod support;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,6 +15,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, Response, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_response_cache::{Cache, CacheLayer, RoutePolicy};
@@ -398,4 +403,146 @@ async fn a_request_saying_no_store_leaves_nothing_stored() {
     let stats = cache.stats();
     assert_eq!(stats.totals.not_stored.get("request-no-store"), Some(&1));
     assert_eq!(stats.pass_markers, 0);
+}
+
+// ---- 6. a body whose length is not the declared one ----
+
+/// A body that yields its data at once, stating an exact size (`claims`),
+/// true or not, or none.
+struct Lying {
+    data: Option<Bytes>,
+    claims: Option<u64>,
+}
+
+impl http_body::Body for Lying {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.claims.map_or_else(SizeHint::new, SizeHint::with_exact)
+    }
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_never_stored_over_the_wire() {
+    let cache = Cache::builder().build();
+    let hits = Hits::default();
+    let h = hits.clone();
+    let app = Router::new()
+        .route(
+            "/cut",
+            get(move || {
+                h.bump();
+                async move {
+                    Response::builder()
+                        .header(header::CONTENT_LENGTH, "100")
+                        .body(Body::new(Lying {
+                            data: Some(Bytes::from(vec![b'x'; 50])),
+                            claims: None,
+                        }))
+                        .unwrap()
+                }
+            }),
+        )
+        .layer(CacheLayer::new(&cache).route("/cut", MIN));
+    let addr = serve(app).await;
+    let request = b"GET /cut HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let first = raw_exchange(addr, request).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(first.contains("content-length: 100"), "{first}");
+    // The head said the response would be stored: the body had not yet
+    // come short.
+    assert!(first.contains("fwd=miss; stored"), "{first}");
+    let second = raw_exchange(addr, request).await;
+    assert!(
+        second.contains("cache-status: tower-response-cache; fwd=miss"),
+        "a later client got the truncated body as complete:\n{second}"
+    );
+    assert_eq!(hits.get(), 2);
+    assert_eq!(
+        cache.stats().totals.not_stored.get("length-mismatch"),
+        Some(&2)
+    );
+    assert_eq!(cache.stats().entries, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_yields_other_than_its_declared_size_is_never_stored() {
+    let cache = Cache::builder().build();
+    let app = Router::new()
+        .route(
+            "/short-hint",
+            get(|| async {
+                Response::new(Lying {
+                    data: Some(Bytes::from(vec![b'x'; 50])),
+                    claims: Some(100),
+                })
+            }),
+        )
+        .route(
+            "/long-header",
+            get(|| async {
+                Response::builder()
+                    .header(header::CONTENT_LENGTH, "100")
+                    .body(Body::from(vec![b'x'; 150]))
+                    .unwrap()
+            }),
+        )
+        .route(
+            "/empty",
+            get(|| async {
+                Response::builder()
+                    .header(header::CONTENT_LENGTH, "100")
+                    .body(Body::empty())
+                    .unwrap()
+            }),
+        )
+        .route(
+            "/honest",
+            get(|| async {
+                Response::new(Lying {
+                    data: Some(Bytes::from(vec![b'x'; 50])),
+                    claims: Some(50),
+                })
+            }),
+        )
+        .layer(CacheLayer::new(&cache).ttl(MIN));
+    // A body that comes short of its exact size hint is found out when it
+    // ends (its head said `stored`); a head whose `Content-Length` and
+    // size hint disagree, at once.
+    for (path, status) in [
+        ("/short-hint", "tower-response-cache; fwd=miss; stored"),
+        (
+            "/long-header",
+            "tower-response-cache; fwd=miss; detail=length-mismatch",
+        ),
+        (
+            "/empty",
+            "tower-response-cache; fwd=miss; detail=length-mismatch",
+        ),
+    ] {
+        for _ in 0..2 {
+            assert_eq!(
+                send(&app, read(path)).await.cache_status(),
+                status,
+                "{path}"
+            );
+        }
+    }
+    assert_eq!(send(&app, read("/honest")).await.body.len(), 50);
+    assert!(send(&app, read("/honest")).await.is_hit());
+    let stats = cache.stats();
+    assert_eq!(stats.totals.not_stored.get("length-mismatch"), Some(&6));
+    assert_eq!(stats.entries, 1);
 }

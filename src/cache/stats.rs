@@ -46,13 +46,16 @@ pub(crate) enum Reason {
     Invalidated,
     /// A network store failed to take the response.
     StoreFailed,
+    /// The body's length was not the one its `Content-Length` or its exact
+    /// size hint declared (a truncated or overlong body).
+    LengthMismatch,
     /// The request said `Cache-Control: no-store` (RFC 9111, section
     /// 5.2.1.5).
     RequestNoStore,
 }
 
 impl Reason {
-    const ALL: [Reason; 27] = [
+    const ALL: [Reason; 28] = [
         Reason::Method,
         Reason::Authorization,
         Reason::Cookie,
@@ -79,6 +82,7 @@ impl Reason {
         Reason::Rejected,
         Reason::Invalidated,
         Reason::StoreFailed,
+        Reason::LengthMismatch,
         Reason::RequestNoStore,
     ];
 
@@ -111,6 +115,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Invalidated => "invalidated",
             Reason::StoreFailed => "store-error",
+            Reason::LengthMismatch => "length-mismatch",
             Reason::RequestNoStore => "request-no-store",
         }
     }

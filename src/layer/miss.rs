@@ -57,6 +57,10 @@ pub(crate) struct PendingStore {
     pub(crate) entry: EntryParts,
     pub(crate) flight: Option<Leader>,
     pub(crate) span: tracing::Span,
+    /// The body's length as the response declared it (`Content-Length`,
+    /// else the body's exact size hint): a body of any other length is
+    /// truncated or overlong, and never stored.
+    pub(crate) length: Option<u64>,
 }
 
 impl PendingStore {
@@ -71,6 +75,10 @@ impl PendingStore {
     }
 
     pub(crate) fn store(mut self: Box<Self>, body: Bytes) {
+        if self.length.is_some_and(|n| n != body.len() as u64) {
+            self.not_stored(Reason::LengthMismatch);
+            return;
+        }
         let mut parts = std::mem::take(&mut self.entry);
         if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
             parts
@@ -224,6 +232,9 @@ impl Miss {
         if let Some(reason) = reason {
             return Err((self, reason));
         }
+        let Ok(length) = declared_length(response) else {
+            return Err((self, Reason::LengthMismatch));
+        };
         let vary = match headers::vary_names(response.headers()) {
             Ok(names) => names,
             Err(()) => return Err((self, Reason::VaryStar)),
@@ -275,6 +286,7 @@ impl Miss {
             primary,
             flight,
             span,
+            length,
             entry: EntryParts {
                 status: response.status().as_u16(),
                 headers: stored_headers,
@@ -289,6 +301,28 @@ impl Miss {
                 ..EntryParts::default()
             },
         }))
+    }
+}
+
+/// The length a response declares for its body: its `Content-Length`
+/// (every value the same number), else its body's exact size hint.
+/// `Err` when the two disagree or `Content-Length` cannot be read.
+fn declared_length<B: http_body::Body>(response: &Response<B>) -> Result<Option<u64>, ()> {
+    let mut declared = None;
+    for value in response.headers().get_all(header::CONTENT_LENGTH) {
+        let n = std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(())?;
+        if declared.replace(n).is_some_and(|d| d != n) {
+            return Err(());
+        }
+    }
+    let exact = response.body().size_hint().exact();
+    match (declared, exact) {
+        (Some(d), Some(e)) if d != e => Err(()),
+        (Some(d), _) => Ok(Some(d)),
+        (None, e) => Ok(e),
     }
 }
 
