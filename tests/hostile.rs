@@ -5,9 +5,10 @@
 mod support;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,7 +20,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower_response_cache::{Cache, CacheLayer, RoutePolicy};
+use tower::ServiceExt;
+use tower_response_cache::{Cache, CacheLayer, ManualClock, RoutePolicy};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -545,4 +547,127 @@ async fn a_body_that_yields_other_than_its_declared_size_is_never_stored() {
     let stats = cache.stats();
     assert_eq!(stats.totals.not_stored.get("length-mismatch"), Some(&6));
     assert_eq!(stats.entries, 1);
+}
+
+// ---- 7. the coalescing table stays bounded ----
+
+/// How many slots the coalescing table holds at most.
+const FLIGHT_SLOTS: u64 = 4096;
+
+/// A router whose `/hang/{id}` counts its calls and never answers.
+fn hanging(cache: &Cache) -> (Router, Hits) {
+    let hits = Hits::default();
+    let h = hits.clone();
+    let app = Router::new()
+        .route(
+            "/hang/{id}",
+            get(move || {
+                let h = h.clone();
+                async move {
+                    h.bump();
+                    std::future::pending::<String>().await
+                }
+            }),
+        )
+        .layer(CacheLayer::new(cache).route("/hang/{id}", MIN));
+    (app, hits)
+}
+
+/// Starts a request: polls its response future once (the layer has then
+/// taken its decision and the handler has started).
+fn start(
+    app: &Router,
+    uri: &str,
+) -> Pin<Box<impl Future<Output = Result<Response<Body>, Infallible>>>> {
+    let mut future = Box::pin(app.clone().oneshot(read(uri)));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(future.as_mut().poll(&mut cx).is_pending(), "{uri} answered");
+    future
+}
+
+#[tokio::test]
+async fn abandoned_leaders_leave_no_slot_behind() {
+    const N: u64 = 20_000;
+    let cache = Cache::builder().build();
+    let (app, hits) = hanging(&cache);
+    for i in 0..N {
+        // The client goes away while its request leads the miss.
+        drop(start(&app, &format!("/hang/{i}")));
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.totals.misses, hits.get() as u64), (N, N));
+    assert_eq!(stats.flights, 0, "abandoned leaders kept their slots");
+    assert_eq!(stats.flights_full, 0);
+
+    // One key abandoned again and again, with a waiter each time: the
+    // waiter is released to the origin and the slot goes with the leader.
+    for _ in 0..100 {
+        let leader = start(&app, "/hang/same");
+        let waiter = start(&app, "/hang/same");
+        drop(leader);
+        drop(waiter);
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.flights, 0);
+    assert_eq!(stats.totals.coalesced, 100);
+}
+
+#[tokio::test]
+async fn the_coalescing_table_is_bounded_while_leaders_wait() {
+    const N: u64 = FLIGHT_SLOTS + 904;
+    let cache = Cache::builder().build();
+    let (app, hits) = hanging(&cache);
+    let waiting: Vec<_> = (0..N).map(|i| start(&app, &format!("/hang/{i}"))).collect();
+    let stats = cache.stats();
+    assert_eq!(stats.flights, FLIGHT_SLOTS);
+    // Past the bound, misses go to the origin without coalescing.
+    assert_eq!(stats.flights_full, N - FLIGHT_SLOTS);
+    assert_eq!(hits.get() as u64, N);
+    // A key already in flight is still joined.
+    let waiter = start(&app, "/hang/1");
+    assert_eq!(cache.stats().totals.coalesced, 1);
+    assert_eq!(hits.get() as u64, N);
+    drop(waiter);
+    drop(waiting);
+    assert_eq!(cache.stats().flights, 0);
+}
+
+#[tokio::test]
+async fn pass_markers_are_bounded_and_expire() {
+    const N: u64 = FLIGHT_SLOTS + 904;
+    let clock = ManualClock::new();
+    let cache = Cache::builder()
+        .clock(clock.clone())
+        .pass_marker(Duration::from_secs(2))
+        .build();
+    let app = Router::new()
+        .route(
+            "/private/{id}",
+            get(|| async { ([(header::SET_COOKIE, "s=1")], "yours") }),
+        )
+        .layer(CacheLayer::new(&cache).route("/private/{id}", MIN));
+    for i in 0..N {
+        let r = send(&app, read(&format!("/private/{i}"))).await;
+        assert_eq!(
+            r.cache_status(),
+            "tower-response-cache; fwd=miss; detail=set-cookie"
+        );
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.pass_markers, N);
+    assert_eq!(stats.flights, FLIGHT_SLOTS);
+    // Each marker past the bound made room by dropping the oldest.
+    assert_eq!(stats.flights_full, N - FLIGHT_SLOTS);
+    // The newest markers are the ones kept: a miss on one of them does
+    // not lead a flight (it would set another marker).
+    send(&app, read(&format!("/private/{}", N - 1))).await;
+    assert_eq!(cache.stats().pass_markers, N);
+    send(&app, read("/private/0")).await;
+    assert_eq!(cache.stats().pass_markers, N + 1);
+    // Expired markers go with the next miss.
+    clock.advance(Duration::from_secs(3));
+    send(&app, read("/private/again")).await;
+    let stats = cache.stats();
+    assert_eq!(stats.flights, 1);
+    assert_eq!(stats.pass_markers, N + 2);
 }

@@ -352,6 +352,16 @@ pub struct Stats {
     /// clock reads, invalidations); the requests concerned were served by
     /// the origin.
     pub store_errors: u64,
+    /// Slots in the coalescing table now: keys with an origin call under
+    /// way that later misses may wait for, and pass markers. Bounded (4,096
+    /// slots, under 3 MiB) whatever the request rate; a slot goes when its
+    /// origin call ends or its client goes away, a pass marker when it
+    /// expires.
+    pub flights: u64,
+    /// Times the coalescing table was full: the oldest pass marker was
+    /// dropped to make room, or, every slot being an origin call under way,
+    /// a miss went to the origin without coalescing.
+    pub flights_full: u64,
     /// Hits over hits plus misses, over every route.
     pub hit_ratio: f64,
 }

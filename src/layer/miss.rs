@@ -126,7 +126,7 @@ impl PendingStore {
         self.cache.record(Some(&self.counters), Event::Store);
         tracing::debug!(parent: &self.span, key = %self.key.full, bytes = weight, "response stored");
         if let Some(flight) = self.flight.take() {
-            flight.finish(&self.cache.shared.flights, Outcome::Stored, 0);
+            flight.finish(Outcome::Stored, 0);
         }
     }
 }
