@@ -73,6 +73,12 @@
 //! | route with a scope that returns `None` | no | `no-scope` |
 //! | path + query longer than `max_key_bytes`, bad percent-encoding, `%00`, a malformed host | no | `uri-too-long`, `uri-malformed` |
 //! | a path not in canonical form (lower-case `%c3`, encoded unreserved `%61` or `/`, `.`, `..` or empty segments); flushes take the canonical form of whatever spelling they name | no | `uri-not-canonical` |
+//! | `Upgrade` or `Connection: upgrade` (a WebSocket handshake) | never answered from the store | `upgrade` |
+//! | `Proxy-Authorization`, whatever the route's scope | no | `proxy-authorization` |
+//! | a request body (`Content-Length` other than 0, `Transfer-Encoding`) | no | `request-body` |
+//! | `If-Match` or `If-Unmodified-Since` (preconditions for the origin) | no | `precondition` |
+//! | `Range` | a stored response answers in full (200); a miss neither waits for nor leads another request, and its 206 is not stored | `status` for a 206 |
+//! | `Cache-Control: no-store` in the request | a stored response answers; on a miss nothing is stored | `request-no-store` |
 //! | status outside the policy's set (default: RFC 9110's heuristically cacheable, less 206) | no | `status` |
 //! | `Set-Cookie` | never | `set-cookie` |
 //! | `Cache-Control: no-store`, `private` or `no-cache` | no | `cache-control` |
@@ -80,6 +86,7 @@
 //! | `Vary: accept-encoding` (or any header) | one entry per value | |
 //! | `text/event-stream` | streamed, never held back | `event-stream` |
 //! | body over `max_body_bytes`, a body error, trailers | streamed whole, not stored | `too-large`, `body-error`, `trailers` |
+//! | body longer or shorter than its `Content-Length` (or its exact size hint) | streamed as it comes, not stored | `length-mismatch` |
 //! | the handler set [`NoStore`] | no | `handler` |
 //!
 //! The key is the path plus the query with its pairs sorted by name (stable
@@ -134,8 +141,9 @@
 //! its body, key and header values in one buffer, and weighs that buffer,
 //! about 290 bytes of bookkeeping (the entry, its reference counts, its
 //! slot in the store) and 72 bytes per stored header other than a common
-//! `Content-Type` and the `ETag`: a 1 KiB JSON response weighs about
-//! 1.36 KB. The shard count
+//! `Content-Type` and the `ETag`, plus, for a header name that is not a
+//! standard one, its length and 24 bytes: a 1 KiB JSON response weighs
+//! about 1.36 KB. The shard count
 //! is chosen so that an entry of `max_body_bytes` always fits one shard;
 //! heavier entries are refused and counted (`rejected_inserts`).
 //!

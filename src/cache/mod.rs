@@ -163,6 +163,8 @@ impl Cache {
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),
             store_errors: self.shared.extra.store_errors.load(Ordering::Relaxed),
+            flights: self.shared.flights.len() as u64,
+            flights_full: self.shared.flights.full(),
         }
     }
 

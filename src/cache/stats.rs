@@ -18,6 +18,18 @@ pub(crate) enum Reason {
     UriTooLong,
     UriMalformed,
     UriNotCanonical,
+    /// `Upgrade`, or `Connection: upgrade`: the request asks the origin to
+    /// switch protocols (a WebSocket handshake), which no stored response
+    /// can do.
+    Upgrade,
+    /// `Proxy-Authorization`: credentials, whatever the route's scope.
+    ProxyAuthorization,
+    /// A request body (`Content-Length` other than 0, `Transfer-Encoding`),
+    /// which the key does not hold.
+    RequestBody,
+    /// `If-Match` or `If-Unmodified-Since`: preconditions only the origin
+    /// can evaluate (RFC 9111, section 4.3.2).
+    Precondition,
     StoreError,
     // Response side: forwarded, not stored.
     Head,
@@ -35,10 +47,16 @@ pub(crate) enum Reason {
     Invalidated,
     /// A network store failed to take the response.
     StoreFailed,
+    /// The body's length was not the one its `Content-Length` or its exact
+    /// size hint declared (a truncated or overlong body).
+    LengthMismatch,
+    /// The request said `Cache-Control: no-store` (RFC 9111, section
+    /// 5.2.1.5).
+    RequestNoStore,
 }
 
 impl Reason {
-    const ALL: [Reason; 23] = [
+    const ALL: [Reason; 29] = [
         Reason::Method,
         Reason::Authorization,
         Reason::Cookie,
@@ -47,6 +65,10 @@ impl Reason {
         Reason::UriTooLong,
         Reason::UriMalformed,
         Reason::UriNotCanonical,
+        Reason::Upgrade,
+        Reason::ProxyAuthorization,
+        Reason::RequestBody,
+        Reason::Precondition,
         Reason::StoreError,
         Reason::Head,
         Reason::Status,
@@ -62,6 +84,8 @@ impl Reason {
         Reason::Rejected,
         Reason::Invalidated,
         Reason::StoreFailed,
+        Reason::LengthMismatch,
+        Reason::RequestNoStore,
     ];
 
     /// The token written in `Cache-Status` and used as a stats key.
@@ -75,6 +99,10 @@ impl Reason {
             Reason::UriTooLong => "uri-too-long",
             Reason::UriMalformed => "uri-malformed",
             Reason::UriNotCanonical => "uri-not-canonical",
+            Reason::Upgrade => "upgrade",
+            Reason::ProxyAuthorization => "proxy-authorization",
+            Reason::RequestBody => "request-body",
+            Reason::Precondition => "precondition",
             Reason::StoreError => "store-error",
             Reason::Head => "head",
             Reason::Status => "status",
@@ -90,6 +118,8 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Invalidated => "invalidated",
             Reason::StoreFailed => "store-error",
+            Reason::LengthMismatch => "length-mismatch",
+            Reason::RequestNoStore => "request-no-store",
         }
     }
 
@@ -330,6 +360,16 @@ pub struct Stats {
     /// clock reads, invalidations); the requests concerned were served by
     /// the origin.
     pub store_errors: u64,
+    /// Slots in the coalescing table now: keys with an origin call under
+    /// way that later misses may wait for, and pass markers. Bounded (4,096
+    /// slots, under 3 MiB) whatever the request rate; a slot goes when its
+    /// origin call ends or its client goes away, a pass marker when it
+    /// expires.
+    pub flights: u64,
+    /// Times the coalescing table was full: the oldest pass marker was
+    /// dropped to make room, or, every slot being an origin call under way,
+    /// a miss went to the origin without coalescing.
+    pub flights_full: u64,
     /// Hits over hits plus misses, over every route.
     pub hit_ratio: f64,
 }

@@ -13,22 +13,81 @@ pub(crate) struct RequestFlags {
     pub(crate) credentials: bool,
     /// `If-None-Match` or `If-Modified-Since`.
     pub(crate) conditional: bool,
+    /// Why no stored response may answer the request, whatever its route
+    /// (an upgrade, proxy credentials, a body, origin-only preconditions):
+    /// it bypasses once its route is known.
+    pub(crate) refuse: Option<Reason>,
 }
 
 impl RequestFlags {
     /// One pass over the headers: cheaper than a hashed lookup per name.
+    /// The values of the two names whose values matter (`Connection`,
+    /// `Content-Length`) are read only when those names are present.
     #[inline]
     pub(crate) fn of(headers: &HeaderMap) -> Self {
         let mut flags = Self::default();
+        let (mut connection, mut length) = (false, false);
         for name in headers.keys() {
             if name == header::AUTHORIZATION || name == header::COOKIE {
                 flags.credentials = true;
             } else if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE {
                 flags.conditional = true;
+            } else if let Some(reason) = refused(name) {
+                flags.refuse.get_or_insert(reason);
+            } else if name == header::CONNECTION {
+                connection = true;
+            } else if name == header::CONTENT_LENGTH {
+                length = true;
             }
+        }
+        if connection && names_upgrade(headers) {
+            flags.refuse.get_or_insert(Reason::Upgrade);
+        }
+        if length && declares_body(headers) {
+            flags.refuse.get_or_insert(Reason::RequestBody);
         }
         flags
     }
+}
+
+/// The request headers whose presence alone means no stored response may
+/// answer: `Upgrade` (RFC 9110, section 7.8), `Proxy-Authorization` (as
+/// `Authorization`, RFC 9111, section 3.5, but for a scope that does not
+/// see it), `Transfer-Encoding` (a body), and the preconditions a cache
+/// does not evaluate (RFC 9111, section 4.3.2).
+#[inline]
+fn refused(name: &http::HeaderName) -> Option<Reason> {
+    if name == header::UPGRADE {
+        Some(Reason::Upgrade)
+    } else if name == header::PROXY_AUTHORIZATION {
+        Some(Reason::ProxyAuthorization)
+    } else if name == header::TRANSFER_ENCODING {
+        Some(Reason::RequestBody)
+    } else if name == header::IF_MATCH || name == header::IF_UNMODIFIED_SINCE {
+        Some(Reason::Precondition)
+    } else {
+        None
+    }
+}
+
+/// Whether `Connection` lists the `upgrade` option.
+#[cold]
+fn names_upgrade(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    })
+}
+
+/// Whether `Content-Length` announces a body: any value but `0` (an
+/// unreadable one included).
+#[cold]
+fn declares_body(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .any(|v| v.as_bytes().trim_ascii() != b"0")
 }
 
 use crate::cache::stats::Reason;
@@ -255,7 +314,7 @@ mod tests {
                 RequestFlags::default(),
                 RequestFlags {
                     credentials: true,
-                    conditional: false,
+                    ..RequestFlags::default()
                 },
             ] {
                 let (parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
@@ -336,5 +395,50 @@ mod tests {
         auth.insert(header::IF_MODIFIED_SINCE, "x".parse().unwrap());
         let flags = RequestFlags::of(&auth);
         assert!(flags.credentials && flags.conditional);
+        assert_eq!(flags.refuse, None);
+    }
+
+    #[test]
+    fn request_flags_read_what_no_stored_response_may_answer() {
+        let refuse = |pairs: &[(&'static str, &'static str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.append(*name, value.parse().unwrap());
+            }
+            RequestFlags::of(&headers).refuse.map(Reason::as_str)
+        };
+        assert_eq!(refuse(&[("accept", "*/*")]), None);
+        assert_eq!(refuse(&[("upgrade", "websocket")]), Some("upgrade"));
+        assert_eq!(refuse(&[("connection", "keep-alive")]), None);
+        assert_eq!(
+            refuse(&[("connection", "keep-alive"), ("connection", " UPGRADE ")]),
+            Some("upgrade")
+        );
+        assert_eq!(
+            refuse(&[("proxy-authorization", "Basic x")]),
+            Some("proxy-authorization")
+        );
+        assert_eq!(refuse(&[("content-length", "0")]), None);
+        assert_eq!(refuse(&[("content-length", "12")]), Some("request-body"));
+        assert_eq!(refuse(&[("content-length", "x")]), Some("request-body"));
+        assert_eq!(
+            refuse(&[("transfer-encoding", "chunked")]),
+            Some("request-body")
+        );
+        assert_eq!(refuse(&[("if-match", "\"a\"")]), Some("precondition"));
+        assert_eq!(
+            refuse(&[("if-unmodified-since", "x")]),
+            Some("precondition")
+        );
+        // Validators the cache evaluates, and `Range` (answered in full),
+        // are no reason to refuse.
+        assert_eq!(
+            refuse(&[
+                ("if-none-match", "*"),
+                ("range", "bytes=0-1"),
+                ("if-range", "x")
+            ]),
+            None
+        );
     }
 }

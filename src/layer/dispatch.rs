@@ -11,7 +11,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::{FromEntry, OnResponse, ResponseFuture};
-use super::miss::{Miss, ReadStart};
+use super::miss::{asks_no_store, Miss, ReadStart};
 use super::respond::{respond, validators_match};
 use super::trace::debug_wanted;
 use super::CacheBody;
@@ -159,6 +159,9 @@ where
                     let mut parts = parts;
                     parts.headers.remove(header::IF_NONE_MATCH);
                     parts.headers.remove(header::IF_MODIFIED_SINCE);
+                    // Nor a 206 for this client's range.
+                    parts.headers.remove(header::RANGE);
+                    parts.headers.remove(header::IF_RANGE);
                     let future = svc.call(Request::from_parts(parts, body));
                     tokio::spawn(refresh(future, miss));
                 }
@@ -173,7 +176,14 @@ where
             let primary = marker.map_or(key, |(primary, _)| primary);
             let mut miss = Miss::new(cache, route, primary, &parts, head, read);
             miss.stale = stale;
-            let join = if head || shared.coalesce_timeout.is_zero() {
+            // A range request (most likely answered 206) or one that says
+            // `no-store` cannot fill the entry: it neither leads nor
+            // waits, and sets no pass marker for the requests that can.
+            let join = if head
+                || shared.coalesce_timeout.is_zero()
+                || parts.headers.contains_key(header::RANGE)
+                || asks_no_store(&parts.headers)
+            {
                 Join::Pass
             } else {
                 shared.flights.join(&flight_key, now_ms)

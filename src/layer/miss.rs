@@ -58,6 +58,10 @@ pub(crate) struct PendingStore {
     pub(crate) entry: EntryParts,
     pub(crate) flight: Option<Leader>,
     pub(crate) span: tracing::Span,
+    /// The body's length as the response declared it (`Content-Length`,
+    /// else the body's exact size hint): a body of any other length is
+    /// truncated or overlong, and never stored.
+    pub(crate) length: Option<u64>,
 }
 
 impl PendingStore {
@@ -72,6 +76,10 @@ impl PendingStore {
     }
 
     pub(crate) fn store(mut self: Box<Self>, body: Bytes) {
+        if self.length.is_some_and(|n| n != body.len() as u64) {
+            self.not_stored(Reason::LengthMismatch);
+            return;
+        }
         let mut parts = std::mem::take(&mut self.entry);
         if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
             parts
@@ -119,7 +127,7 @@ impl PendingStore {
         self.cache.record(Some(&self.counters), Event::Store);
         tracing::debug!(parent: &self.span, key = %self.key.full, bytes = weight, "response stored");
         if let Some(flight) = self.flight.take() {
-            flight.finish(&self.cache.shared.flights, Outcome::Stored, 0);
+            flight.finish(Outcome::Stored, 0);
         }
     }
 }
@@ -205,6 +213,8 @@ impl Miss {
         let directives = headers::response_directives(response.headers());
         let reason = if self.head {
             Some(Reason::Head)
+        } else if asks_no_store(&self.request_headers) {
+            Some(Reason::RequestNoStore)
         } else if no_store || ttl.is_zero() {
             Some(Reason::Handler)
         } else if !self.route.policy.status_allowed(response.status()) {
@@ -223,6 +233,9 @@ impl Miss {
         if let Some(reason) = reason {
             return Err((self, reason));
         }
+        let Ok(length) = declared_length(response) else {
+            return Err((self, Reason::LengthMismatch));
+        };
         let vary = match headers::vary_names(response.headers()) {
             Ok(names) => names,
             Err(()) => return Err((self, Reason::VaryStar)),
@@ -277,6 +290,7 @@ impl Miss {
             primary,
             flight,
             span,
+            length,
             entry: EntryParts {
                 status: response.status().as_u16(),
                 headers: stored_headers,
@@ -292,6 +306,40 @@ impl Miss {
             },
         }))
     }
+}
+
+/// The length a response declares for its body: its `Content-Length`
+/// (every value the same number), else its body's exact size hint.
+/// `Err` when the two disagree or `Content-Length` cannot be read.
+fn declared_length<B: http_body::Body>(response: &Response<B>) -> Result<Option<u64>, ()> {
+    let mut declared = None;
+    for value in response.headers().get_all(header::CONTENT_LENGTH) {
+        let n = std::str::from_utf8(value.as_bytes())
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or(())?;
+        if declared.replace(n).is_some_and(|d| d != n) {
+            return Err(());
+        }
+    }
+    let exact = response.body().size_hint().exact();
+    match (declared, exact) {
+        (Some(d), Some(e)) if d != e => Err(()),
+        (Some(d), _) => Ok(Some(d)),
+        (None, e) => Ok(e),
+    }
+}
+
+/// Whether a request's `Cache-Control` says `no-store`: no response to it
+/// may be stored (RFC 9111, section 5.2.1.5). Read on a miss only: a
+/// stored response may still answer such a request.
+pub(crate) fn asks_no_store(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.as_bytes().split(|&b| b == b',').any(|directive| {
+            let name = directive.split(|&b| b == b'=').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(b"no-store")
+        })
+    })
 }
 
 /// The stale entry of a miss, if its stale-if-error window is still open.

@@ -104,7 +104,7 @@ where
         // request's path and query as they stand.
         let mut first = None;
         let flags = RequestFlags::of(req.headers());
-        if let Backend::Memory(memory) = &shared.backend {
+        if let (Backend::Memory(memory), None) = (&shared.backend, flags.refuse) {
             let uri = client_uri(req.uri(), req.extensions());
             if let Some((route, plain)) =
                 config.plain_key(req.uri(), uri, req.headers(), flags, shared.max_key_bytes)
@@ -173,6 +173,13 @@ impl<S> CacheService<S> {
                 return bypass(&mut self.inner, cache, req, reason, route);
             }
         };
+        if let Some(reason) = flags.refuse {
+            // A request no stored response may answer (an upgrade, proxy
+            // credentials, a body, origin-only preconditions), on a route
+            // of this layer.
+            let req = Request::from_parts(parts, body);
+            return bypass(&mut self.inner, cache, req, reason, Some(route));
+        }
         let span = request_span(&key.full, route);
         let request = KeyedRequest {
             key,

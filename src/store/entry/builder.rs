@@ -29,8 +29,8 @@ impl Entry {
     /// Builds an entry from its parts, weighed for a store key of
     /// `key_len` bytes. `None` when the status is not a valid one.
     pub(crate) fn from_parts(parts: EntryParts, key_len: usize) -> Option<Self> {
-        let mut entry = Self::lay_out(parts, None)?;
-        entry.compute_weight(key_len);
+        let (mut entry, names_heap) = Self::lay_out(parts, None)?;
+        entry.compute_weight(key_len, names_heap);
         Some(entry)
     }
 
@@ -38,8 +38,8 @@ impl Entry {
     /// it is stored under (kept in the entry and compared on lookup); its
     /// weight counts the key once.
     pub(crate) fn keyed(parts: EntryParts, key: &str) -> Option<Self> {
-        let mut entry = Self::lay_out(parts, Some(key))?;
-        entry.compute_weight(0);
+        let (mut entry, names_heap) = Self::lay_out(parts, Some(key))?;
+        entry.compute_weight(0, names_heap);
         Some(entry)
     }
 }

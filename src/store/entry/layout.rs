@@ -19,6 +19,24 @@ pub(crate) const STORE_SLOT: usize = 64;
 /// Bytes the `bytes` crate allocates to share a buffer (its reference count).
 const SHARED_BUFFER: usize = 24;
 
+/// A header name the entry owns, and the heap bytes it holds. A standard
+/// name is static and holds none. A name made at run time holds a buffer
+/// of its own (`http` keeps it in `Bytes`): it is copied into one of
+/// exactly its length, whatever the one it came in (a static, or a buffer
+/// shared with the response sent), and shared at once, so that the first
+/// hit's clone does not allocate the reference count later. It weighs its
+/// length plus that count.
+fn own_name(name: &HeaderName) -> (HeaderName, usize) {
+    let copy = HeaderName::from_bytes(name.as_str().as_bytes()).expect("a valid name stays valid");
+    // Standard names are the same static text, whichever way they are made.
+    if copy.as_str().as_ptr() == name.as_str().as_ptr() {
+        return (copy, 0);
+    }
+    drop(copy.clone());
+    let heap = copy.as_str().len() + SHARED_BUFFER;
+    (copy, heap)
+}
+
 /// Header values common enough that an entry refers to a static copy rather
 /// than keeping its own bytes (no memory, and no reference count per hit).
 pub(super) static COMMON_VALUES: [HeaderValue; 8] = [
@@ -76,8 +94,10 @@ static READY_HEADS: [OnceLock<ResponseHead>; COMMON_VALUES.len()] =
 
 impl Entry {
     /// Lays the parts out: one buffer for the body, the `Content-Length`
-    /// digits, the path, the key and the header values that are not common.
-    pub(super) fn lay_out(parts: EntryParts, key: Option<&str>) -> Option<Self> {
+    /// digits, the path, the key and the header values that are not common;
+    /// with the heap bytes of the header names made at run time (see
+    /// [`own_name`]), for [`compute_weight`](Self::compute_weight).
+    pub(super) fn lay_out(parts: EntryParts, key: Option<&str>) -> Option<(Self, usize)> {
         let status = StatusCode::from_u16(parts.status).ok()?;
         let hashed = match key {
             Some(k) => k.len() > crate::key::HASH_ABOVE,
@@ -143,8 +163,16 @@ impl Entry {
                 copy
             }
         };
-        let headers: Box<[(HeaderName, HeaderValue)]> =
-            headers.iter().map(|(n, v)| (n.clone(), own(v))).collect();
+        let mut names_heap = 0;
+        let mut keep_name = |n: &HeaderName| {
+            let (name, heap) = own_name(n);
+            names_heap += heap;
+            name
+        };
+        let headers: Box<[(HeaderName, HeaderValue)]> = headers
+            .iter()
+            .map(|(n, v)| (keep_name(n), own(v)))
+            .collect();
         let etag = etag.as_ref().map(own);
         let offset = |until: u64| {
             until
@@ -170,11 +198,13 @@ impl Entry {
         };
         let rare = Rare {
             tags: parts.tags.into_iter().map(String::into_boxed_str).collect(),
-            vary: parts.vary.map(Vec::into_boxed_slice),
+            vary: parts
+                .vary
+                .map(|names| names.iter().map(&mut keep_name).collect()),
             until_ms,
         };
         let u32_of = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Some(Entry {
+        let entry = Entry {
             own_headers: headers,
             etag,
             body: buf.slice(..body_len),
@@ -193,13 +223,16 @@ impl Entry {
             common_headers: common_headers.map_or(0, |i| i as u8 + 1),
             hashed,
             rare: (!rare.is_empty()).then(|| Box::new(rare)),
-        })
+        };
+        Some((entry, names_heap))
     }
 
     /// Weighs the entry as allocated: the entry in its `Arc`, the header
-    /// slice, the shared buffer, the rare fields, the store's slot, and a
-    /// store key of `key_len` bytes kept outside the entry.
-    pub(crate) fn compute_weight(&mut self, key_len: usize) {
+    /// slice, the shared buffer, the header names made at run time
+    /// (`names_heap` bytes, from [`lay_out`](Self::lay_out)), the rare
+    /// fields, the store's slot, and a store key of `key_len` bytes kept
+    /// outside the entry.
+    pub(crate) fn compute_weight(&mut self, key_len: usize, names_heap: usize) {
         const HEADER: usize = std::mem::size_of::<(HeaderName, HeaderValue)>();
         let buffer = self.body.len() + self.tail.len();
         let rare = self.rare.as_ref().map_or(0, |r| {
@@ -212,6 +245,7 @@ impl Entry {
             + self.own_headers.len() * HEADER
             + buffer
             + if buffer > 0 { SHARED_BUFFER } else { 0 }
+            + names_heap
             + rare
             + STORE_SLOT
             + key_len;
@@ -365,5 +399,24 @@ mod tests {
         let mut p = parts();
         p.status = 1000;
         assert!(Entry::from_parts(p, 0).is_none());
+    }
+
+    #[test]
+    fn header_names_made_at_run_time_are_weighed() {
+        let weight = |name: HeaderName| {
+            let mut p = parts();
+            p.headers.insert(0, (name, HeaderValue::from_static("1")));
+            let e = Entry::keyed(p, "/items/1").unwrap();
+            assert_eq!(e.headers().next().unwrap().0.as_str().len(), 12);
+            e.weight()
+        };
+        let standard = weight(HeaderName::from_static("content-type"));
+        // Static or not where it came from, the entry keeps its own copy.
+        for name in [
+            HeaderName::from_static("x-twelve-byt"),
+            HeaderName::from_bytes(b"X-Twelve-Byt").unwrap(),
+        ] {
+            assert_eq!(weight(name) - standard, 12 + SHARED_BUFFER as u64);
+        }
     }
 }

@@ -31,7 +31,14 @@ fn is_outage(e: &RedisError) -> bool {
 pub(super) fn broken(e: &StoreError) -> bool {
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<RedisError>())
-        .is_some_and(|r| r.is_connection_dropped() || r.is_io_error())
+        .is_some_and(|r| {
+            // Not a refused connection (Redis is down: the next call would
+            // be refused too), nor a timeout (it would cost the budget
+            // twice).
+            (r.is_connection_dropped() || r.is_io_error())
+                && !r.is_connection_refusal()
+                && !r.is_timeout()
+        })
 }
 
 /// Runs a call, and once more at once when it failed on a broken
