@@ -160,3 +160,139 @@ async fn a_flush_is_recorded_when_redis_memory_is_full() {
     assert!(send(&b, read("/products/7")).await.is_hit());
     write_then_read(&a, &b, &db).await;
 }
+
+/// A TCP proxy in front of Redis that the test can cut (every connection
+/// closed, new ones refused) and mend: a writer cut off from Redis while
+/// the other instances still reach it.
+struct Link {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    async fn to(redis: std::net::SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, watching) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watching.borrow() {
+                    continue; // dropped: refused
+                }
+                let mut watching = watching.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(redis).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watching.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        Link { addr, cut }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    fn mend(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+/// An instance on a store reached at `url`, strict or not.
+fn instance_at(url: &str, db: &Db, strict: bool) -> (Cache, Router) {
+    let store = RedisStore::builder(url).build().unwrap();
+    let cache = Cache::builder().store(store).build();
+    let invalidate = InvalidateOn::new(&cache);
+    let invalidate = if strict {
+        invalidate.strict()
+    } else {
+        invalidate
+    };
+    let app = Router::new()
+        .route("/products/{id}", get(db_read).put(db_write))
+        .with_state(db.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(invalidate)
+                .layer(CacheLayer::new(&cache).ttl(MIN)),
+        );
+    (cache, app)
+}
+
+#[tokio::test]
+async fn a_writer_cut_off_from_redis_serves_none_of_what_its_write_flushed() {
+    let server = RedisServer::start();
+    let link = Link::to(server.addr()).await;
+    let db = Db::default();
+    let (a_cache, a) = instance_at(&link.url(), &db, false);
+    let (_, b) = instance_at(&server.url(), &db, false);
+    assert_eq!(send(&a, read("/products/7")).await.text(), "v0");
+    until_stored(&a_cache, 1).await;
+    assert!(send(&b, read("/products/7")).await.is_hit());
+    assert!(send(&a, read("/products/7")).await.is_hit());
+
+    link.cut();
+    // The write waits a bounded time for its flush, then is answered.
+    let started = Instant::now();
+    write(&a).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(a_cache.stats().owed_flush_records > 0);
+    // The writer's own instance: never the pre-write entry.
+    let on_a = send(&a, read("/products/7")).await;
+    assert_eq!(on_a.text(), "v1", "{}", on_a.cache_status());
+    // The others, still reaching Redis, serve it until the record lands
+    // (the promise under a partition, written in the README).
+    assert_eq!(send(&b, read("/products/7")).await.text(), "v0");
+
+    link.mend();
+    let start = Instant::now();
+    while send(&b, read("/products/7")).await.text() != "v1" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the retry never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let start = Instant::now();
+    while a_cache.stats().owed_flush_records != 0 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_strict_writer_cut_off_from_redis_answers_503() {
+    let server = RedisServer::start();
+    let link = Link::to(server.addr()).await;
+    let db = Db::default();
+    let (a_cache, a) = instance_at(&link.url(), &db, true);
+    assert_eq!(send(&a, read("/products/7")).await.text(), "v0");
+    until_stored(&a_cache, 1).await;
+    link.cut();
+    let w = send(&a, method("PUT", "/products/7")).await;
+    assert_eq!(w.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(w.header("retry-after"), Some("1"));
+    link.mend();
+    // Reachable again: a strict write is answered with its own 2xx.
+    let start = Instant::now();
+    loop {
+        let w = send(&a, method("PUT", "/products/7")).await;
+        if w.status == StatusCode::NO_CONTENT {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", w.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

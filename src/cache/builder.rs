@@ -213,6 +213,7 @@ impl CacheBuilder {
                 max_body_bytes: self.max_body_bytes,
                 max_key_bytes: self.max_key_bytes,
                 scope_hasher,
+                unconfirmed: Default::default(),
             }),
         })
     }

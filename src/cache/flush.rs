@@ -5,13 +5,17 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::backend::Backend;
+use super::unconfirmed::Ticket;
 use super::Cache;
 use crate::invalidate::Target;
 use crate::store::StoreError;
 
 /// How often, and how many times, a failed flush is retried.
-const FLUSH_RETRIES: u32 = 20;
-const FLUSH_RETRY_EVERY: Duration = Duration::from_millis(250);
+/// How long a failed flush is retried in the background (while it is
+/// owed, this instance serves none of the entries it covers), and the
+/// longest pause between two attempts.
+const RETRY_FOR: Duration = Duration::from_secs(3600);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 impl Cache {
     /// Flushes every entry whose path lies under `prefix`, on whole
@@ -90,7 +94,7 @@ impl Cache {
     /// Records a write's flush once more (when its body ends), not counted
     /// as another invalidation: at once in memory (`None`), else as a future
     /// to await.
-    pub(crate) fn flush_again(&self, targets: &[Target]) -> Option<impl Future<Output = ()>> {
+    pub(crate) fn flush_again(&self, targets: &[Target]) -> Option<impl Future<Output = bool>> {
         if let Backend::Memory(memory) = &self.shared.backend {
             let generation = memory.invalidate_now(targets);
             tracing::debug!(
@@ -110,11 +114,12 @@ impl Cache {
                         generation,
                         "a write's flush repeated as its body ended"
                     );
+                    true
                 }
                 Err(e) => {
                     cache.store_error("invalidate", &e);
-                    let retried = cache.clone();
-                    tokio::spawn(async move { retried.retry_flush(targets, None).await });
+                    cache.retry_in_background(targets, None);
+                    false
                 }
             }
         })
@@ -140,9 +145,7 @@ impl Cache {
                     "a flush could not be recorded in the store within its time budget; \
                      other instances may serve the flushed entries until a retry lands"
                 );
-                let cache = self.clone();
-                let targets = targets.to_vec();
-                tokio::spawn(async move { cache.retry_flush(targets, Some(by)).await });
+                self.retry_in_background(targets.to_vec(), Some(by));
                 Err(e)
             }
         }
@@ -170,28 +173,49 @@ impl Cache {
         }
     }
 
+    /// Owes a failed flush at once (this instance serves none of what it
+    /// covers from now on), and retries it in the background.
+    fn retry_in_background(&self, targets: Vec<Target>, by: Option<&'static str>) {
+        let hashes: Vec<u64> = targets.iter().map(Target::hash).collect();
+        let ticket = self.shared.unconfirmed.owe(&hashes);
+        let cache = self.clone();
+        tokio::spawn(async move { cache.retry_flush(targets, by, ticket).await });
+    }
+
     /// Retries a failed flush a bounded number of times: a store that comes
     /// back soon must not keep entries a write made stale. Counted when it
     /// lands on behalf of `by` (a repeated flush is not counted again).
-    async fn retry_flush(&self, targets: Vec<Target>, by: Option<&'static str>) {
-        for attempt in 1..=FLUSH_RETRIES {
-            tokio::time::sleep(FLUSH_RETRY_EVERY).await;
+    ///
+    /// Until it lands, the flush is owed: this instance serves none of the
+    /// entries it covers (see [`unconfirmed`](super::unconfirmed)).
+    async fn retry_flush(&self, targets: Vec<Target>, by: Option<&'static str>, ticket: Ticket) {
+        let give_up = tokio::time::Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(50);
+        let mut attempt = 0u32;
+        loop {
+            tokio::time::sleep(pause).await;
+            attempt += 1;
             match self.shared.backend.invalidate(&targets).await {
                 Ok(generation) => {
                     if let Some(by) = by {
                         self.counted(&targets, generation, by);
                     }
                     tracing::info!(?targets, attempt, "flush retried and recorded");
-                    return;
+                    break;
                 }
                 Err(e) => self.store_error("invalidate", &e),
             }
+            if tokio::time::Instant::now() >= give_up {
+                tracing::error!(
+                    ?targets,
+                    "flush could not be recorded in the store for an hour; given up: \
+                     entries under these targets may be served until their TTL ends"
+                );
+                break;
+            }
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
-        tracing::error!(
-            ?targets,
-            "flush could not be recorded in the store; entries under these targets may be \
-             served until their TTL ends"
-        );
+        self.shared.unconfirmed.settle(ticket);
     }
 
     /// Counts and traces a recorded flush.

@@ -65,6 +65,11 @@ impl Cache {
             })
         };
         let entry = match lookup {
+            // A flush this instance could not record covers it: flushed,
+            // here, whatever the store says.
+            Lookup::Found(entry) if self.shared.unconfirmed.covers(&entry) => {
+                return miss(marker);
+            }
             Lookup::Found(entry) => entry,
             Lookup::Invalidated => {
                 self.record(Some(probe.counters), Event::StaleDropped);

@@ -16,6 +16,7 @@ pub(crate) mod flight;
 mod flush;
 pub(crate) mod lookup;
 pub(crate) mod stats;
+pub(crate) mod unconfirmed;
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub(crate) struct Shared {
     pub(crate) pass_ms: u64,
     pub(crate) max_body_bytes: usize,
     pub(crate) max_key_bytes: usize,
+    /// Flushes a network store has not recorded yet.
+    pub(crate) unconfirmed: unconfirmed::Unconfirmed,
     /// What keys hold of a route's scope value.
     pub(crate) scope_hasher: crate::scope::ScopeHasher,
 }
@@ -163,6 +166,10 @@ impl Cache {
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),
             store_errors: self.shared.extra.store_errors.load(Ordering::Relaxed),
+            owed_flush_records: match self.shared.unconfirmed.len() {
+                usize::MAX => u64::MAX,
+                n => n as u64,
+            },
             flights: self.shared.flights.len() as u64,
             flights_full: self.shared.flights.full(),
         }

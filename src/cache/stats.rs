@@ -360,6 +360,11 @@ pub struct Stats {
     /// clock reads, invalidations); the requests concerned were served by
     /// the origin.
     pub store_errors: u64,
+    /// Record hashes of flushes a network store has not recorded yet (a
+    /// writer cut off from Redis): until a retry lands, this instance serves
+    /// none of the entries they cover. `u64::MAX` past the bound, when no
+    /// entry is served at all.
+    pub owed_flush_records: u64,
     /// Slots in the coalescing table now: keys with an origin call under
     /// way that later misses may wait for, and pass markers. Bounded (4,096
     /// slots, under 3 MiB) whatever the request rate; a slot goes when its

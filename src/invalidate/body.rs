@@ -22,8 +22,9 @@ pin_project! {
     /// whose body was still to come, its targets are flushed again before
     /// the body's end reaches the client.
     pub struct FlushBody<B: Body> {
+        // `None` for the empty body of a strict write's 503.
         #[pin]
-        inner: B,
+        inner: Option<B>,
         again: Again,
         // Bytes still to come, for a body of known length.
         remaining: Option<u64>,
@@ -56,10 +57,21 @@ impl<B: Body> FlushBody<B> {
         Self::new(inner, Some(flush))
     }
 
+    /// No body at all (a strict write whose flush failed).
+    pub(crate) fn empty() -> Self {
+        Self {
+            inner: None,
+            again: Again(None),
+            remaining: None,
+            pending: None,
+            held: None,
+        }
+    }
+
     fn new(inner: B, flush: Option<Box<Flush>>) -> Self {
         let remaining = inner.size_hint().exact();
         Self {
-            inner,
+            inner: Some(inner),
             again: Again(flush),
             remaining,
             pending: None,
@@ -90,7 +102,9 @@ impl<B: Body> Body for FlushBody<B> {
             *this.pending = None;
             return Poll::Ready(this.held.take().expect("a frame is held"));
         }
-        let mut inner = this.inner;
+        let Some(mut inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(None);
+        };
         let frame = ready!(inner.as_mut().poll_frame(cx));
         if this.again.0.is_none() {
             return Poll::Ready(frame);
@@ -129,10 +143,14 @@ impl<B: Body> Body for FlushBody<B> {
     fn is_end_stream(&self) -> bool {
         // Not ended while a flush is owed or under way: the end is where
         // it is recorded.
-        self.again.0.is_none() && self.pending.is_none() && self.inner.is_end_stream()
+        self.again.0.is_none()
+            && self.pending.is_none()
+            && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -15,8 +15,9 @@ use crate::cache::Cache;
 const BY: &str = "InvalidateOn";
 
 /// A flush on a network store, awaited before what it guards is released
-/// (so the writer's next read, on any instance, sees it).
-pub(crate) type RemoteFlush = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// (so the writer's next read, on any instance, sees it); `true` when the
+/// store recorded it.
+pub(crate) type RemoteFlush = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// What a mutation will flush if it succeeds.
 pub(crate) struct Flush {
@@ -69,7 +70,7 @@ impl Flush {
         let targets = self.targets.clone();
         Some(Box::pin(async move {
             // A failure is counted, traced and retried in the background.
-            let _ = cache.flush_by(&targets, BY).await;
+            cache.flush_by(&targets, BY).await.is_ok()
         }))
     }
 

@@ -20,6 +20,8 @@ pin_project! {
         held: Option<F::Output>,
         // The flush owed again when the held response's body ends.
         again: Option<Box<Flush>>,
+        // Whether a write whose flush failed is answered 503.
+        strict: bool,
     }
 }
 
@@ -31,6 +33,7 @@ impl<F: Future> ResponseFuture<F> {
             pending: None,
             held: None,
             again: None,
+            strict: false,
         }
     }
 }
@@ -45,10 +48,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Some(pending) = this.pending {
-            ready!(pending.as_mut().poll(cx));
+            let recorded = ready!(pending.as_mut().poll(cx));
             *this.pending = None;
             let result = this.held.take().expect("polled after completion");
-            return Poll::Ready(wrap(result, this.again.take()));
+            let again = this.again.take();
+            if !recorded && *this.strict {
+                return Poll::Ready(result.map(|_| refused()));
+            }
+            return Poll::Ready(wrap(result, again));
         }
         let result = ready!(this.future.poll(cx));
         let Some(mut flush) = this.flush.take() else {
@@ -59,20 +66,39 @@ where
             _ => return Poll::Ready(wrap(result, None)),
         };
         flush.resolve(response.headers());
+        *this.strict = flush.rules.strict;
         let pending = flush.fire();
         // A body still to come may be written while it streams: flush
         // again before its end reaches the client.
         let again = (!response.body().is_end_stream()).then_some(flush);
         if let Some(mut pending) = pending {
-            if pending.as_mut().poll(cx).is_pending() {
-                *this.pending = Some(pending);
-                *this.held = Some(result);
-                *this.again = again;
-                return Poll::Pending;
+            match pending.as_mut().poll(cx) {
+                Poll::Pending => {
+                    *this.pending = Some(pending);
+                    *this.held = Some(result);
+                    *this.again = again;
+                    return Poll::Pending;
+                }
+                Poll::Ready(false) if *this.strict => {
+                    return Poll::Ready(result.map(|_| refused()));
+                }
+                Poll::Ready(_) => {}
             }
         }
         Poll::Ready(wrap(result, again))
     }
+}
+
+/// What a strict write whose flush the store did not record is answered:
+/// a 503 saying to try again, its own response dropped.
+fn refused<B: Body>() -> Response<FlushBody<B>> {
+    let mut response = Response::new(FlushBody::empty());
+    *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 /// The response with its body wrapped, owing `again` when it ends.

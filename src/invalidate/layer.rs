@@ -19,6 +19,9 @@ pub(crate) struct FlushRules {
     /// Whether a write a rule matches also flushes its own path and its
     /// same-origin `Location` and `Content-Location` (default: yes).
     pub(crate) own_paths: bool,
+    /// Whether a write whose flush a network store did not record is
+    /// answered 503 rather than with its own 2xx.
+    pub(crate) strict: bool,
 }
 
 impl Clone for FlushRules {
@@ -30,6 +33,7 @@ impl Clone for FlushRules {
             methods: self.methods.clone(),
             when: self.when.clone(),
             own_paths: self.own_paths,
+            strict: self.strict,
         }
     }
 }
@@ -96,6 +100,7 @@ impl InvalidateOn {
                 methods: vec![Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
                 when: Arc::new(|s: StatusCode| s.is_success()),
                 own_paths: true,
+                strict: false,
             },
         }
     }
@@ -141,6 +146,21 @@ impl InvalidateOn {
     /// targets cover them, or when stale reads of them are acceptable.
     pub fn no_own_paths(mut self) -> Self {
         self.rules.own_paths = false;
+        self
+    }
+
+    /// A write whose flush a network store could not record within the
+    /// store timeout is answered `503 Service Unavailable` (with
+    /// `Retry-After: 1`) instead of its own 2xx, which other instances would
+    /// not honour. The write itself has happened: the client learns that
+    /// its result may not be visible everywhere yet, and may retry.
+    ///
+    /// Without it (the default), the write is answered with its own
+    /// response; the failure is counted and traced at error level, the
+    /// flush is retried in the background, and this instance serves none
+    /// of the entries it covers until a retry lands.
+    pub fn strict(mut self) -> Self {
+        self.rules.strict = true;
         self
     }
 
