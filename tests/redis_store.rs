@@ -698,3 +698,123 @@ async fn concurrent_fills_and_flushes_keep_the_race_rule() {
         t.await.unwrap();
     }
 }
+
+/// Values in Redis are never trusted: restored snapshots, stray writes and
+/// copies between namespaces must not bring an entry back or wedge a key.
+mod untrusted {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_clock_set_back_never_resurrects_a_flushed_entry() {
+        let server = RedisServer::start();
+        let store = store(&server);
+        let mut con = raw(&server).await;
+        let born = store.generation().await.unwrap();
+        put(&store, "k", "/p/1", born, &[]).await;
+        let first = store.invalidate(&[Target::prefix("/p")]).await.unwrap();
+        // A restored snapshot of the clock, or a stray SET.
+        let _: () = con.set("{trc}:clock", 0).await.unwrap();
+        let second = store.invalidate(&[Target::tag("t")]).await.unwrap();
+        assert!(
+            second > first,
+            "{second} > {first}: generations never go back"
+        );
+        assert!(store.generation().await.unwrap() >= second);
+        let _: () = con.set("{trc}:clock", 0).await.unwrap();
+        // The record for /p is never lowered: the entry stays flushed.
+        store.invalidate(&[Target::prefix("/p")]).await.unwrap();
+        assert_ne!(lookup(&store, "k").await, "found");
+    }
+
+    #[tokio::test]
+    async fn an_entry_born_after_the_clock_is_never_stored_nor_served() {
+        let server = RedisServer::start();
+        let store = store(&server);
+        let mut con = raw(&server).await;
+        let now = store.generation().await.unwrap();
+        // Refused at the door...
+        put(&store, "future", "/f", now + 1_000, &[]).await;
+        let exists: bool = con.exists(store.redis_key("future")).await.unwrap();
+        assert!(!exists, "an entry born after the clock is not stored");
+        // ... and dropped if it got in some other way (copied from a store
+        // whose clock ran ahead).
+        let other = RedisStore::builder(server.url())
+            .namespace("ahead")
+            .build()
+            .unwrap();
+        for _ in 0..5 {
+            other.invalidate(&[Target::tag("tick")]).await.unwrap();
+        }
+        let ahead = other.generation().await.unwrap();
+        assert!(ahead > now);
+        put(&other, "k", "/f", ahead, &[]).await;
+        let value: Vec<u8> = con.get(other.redis_key("k")).await.unwrap();
+        let _: () = con.set(store.redis_key("k"), value).await.unwrap();
+        assert_eq!(lookup(&store, "k").await, "miss");
+        let exists: bool = con.exists(store.redis_key("k")).await.unwrap();
+        assert!(!exists, "dropped");
+        assert!(store.dropped_values() >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_value_copied_from_another_key_or_namespace_is_dropped() {
+        let server = RedisServer::start();
+        let store = store(&server);
+        let mut con = raw(&server).await;
+        let born = store.generation().await.unwrap();
+        put(&store, "a", "/a", born, &[]).await;
+        let value: Vec<u8> = con.get(store.redis_key("a")).await.unwrap();
+        // Another key of the same namespace: its seal does not match.
+        let _: () = con.set(store.redis_key("b"), value).await.unwrap();
+        assert_eq!(lookup(&store, "b").await, "miss");
+        assert_eq!(lookup(&store, "a").await, "found");
+        assert_eq!(store.dropped_values(), 1);
+        // A flush of /a drops what was copied too: nothing survives it.
+        store.invalidate(&[Target::prefix("/a")]).await.unwrap();
+        assert_ne!(lookup(&store, "a").await, "found");
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_or_extended_in_redis_is_never_served() {
+        let server = RedisServer::start();
+        let store = store(&server);
+        let mut con = raw(&server).await;
+        let born = store.generation().await.unwrap();
+        for (i, change) in ["cut", "extended", "flipped"].into_iter().enumerate() {
+            let key = format!("k{i}");
+            put(&store, &key, "/k", born, &[]).await;
+            let mut value: Vec<u8> = con.get(store.redis_key(&key)).await.unwrap();
+            match change {
+                "cut" => {
+                    value.truncate(value.len() - 3);
+                }
+                "extended" => value.extend_from_slice(b"tail"),
+                _ => *value.last_mut().unwrap() ^= 0x20,
+            }
+            let _: () = con.set(store.redis_key(&key), value).await.unwrap();
+            assert_eq!(lookup(&store, &key).await, "miss", "{change}");
+        }
+        assert_eq!(store.dropped_values(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_value_announcing_thousands_of_hashes_is_dropped_not_an_error() {
+        let server = RedisServer::start();
+        let store = store(&server);
+        let mut con = raw(&server).await;
+        store.generation().await.unwrap();
+        // Version 2, born 0, 60,000 hashes announced, a few present.
+        let mut value = vec![2u8];
+        value.extend_from_slice(&0u64.to_be_bytes());
+        value.extend_from_slice(&60_000u16.to_be_bytes());
+        value.extend(std::iter::repeat_n(0u8, 8 * 60_000));
+        let _: () = con.set(store.redis_key("wedge"), value).await.unwrap();
+        for _ in 0..2 {
+            // Not a store error for ever: judged, dropped, a miss.
+            assert_eq!(lookup(&store, "wedge").await, "miss");
+        }
+        let exists: bool = con.exists(store.redis_key("wedge")).await.unwrap();
+        assert!(!exists);
+        assert_eq!(store.dropped_values(), 1);
+    }
+}

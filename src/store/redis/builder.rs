@@ -1,7 +1,7 @@
 //! [`RedisStoreBuilder`]: the settings of a [`RedisStore`], checked when it
 //! is built (nothing connects until the first call).
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -143,6 +143,7 @@ impl RedisStoreBuilder {
             near: self.near_cache.map(|bytes| Arc::new(Near::new(bytes))),
             subscriber: OnceLock::new(),
             max_records: self.max_records,
+            dropped: AtomicU64::new(0),
         });
         Ok(RedisStore { inner })
     }

@@ -7,7 +7,10 @@
 //!   u16  n, the number of index hashes        big-endian
 //!   n × u64  hashes that can cover the entry   big-endian, raw bytes
 //!            (its key hash, every segment prefix of its path, its tags)
-//! then, for Rust only (every integer a LEB128 varint):
+//! then, for Rust only:
+//!   u64  seal: xxh3 of every other byte of the value, seeded by a hash of
+//!        the Redis key it is stored under                big-endian
+//! then (every integer a LEB128 varint):
 //!   status, key_hash, born_ms, fresh_until_ms, swr_until_ms, grace_until_ms,
 //!   path (len, bytes), tags (count, then len + bytes each),
 //!   full_key (0, or 1 then len + bytes),
@@ -16,6 +19,11 @@
 //!            a repeated name appears once per value),
 //!   body: every remaining byte, raw
 //! ```
+//!
+//! The seal makes a value that was not written here for this key useless:
+//! a body cut or extended, a byte changed, a value copied from another key
+//! or another namespace. Such a value fails to decode, and the store drops
+//! it.
 //!
 //! The index hashes are the same 64-bit hashes the in-memory index keys its
 //! records by, written as the raw 8 bytes that the Redis index uses as hash
@@ -29,10 +37,23 @@ use crate::store::{Entry, EntryParts};
 
 /// The encoding's version, its first byte. A value with another version is
 /// treated as a miss (and deleted).
-pub(crate) const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 2;
 
 /// Bytes before the index hashes: version, born, hash count.
 pub(crate) const PREFIX_LEN: usize = 1 + 8 + 2;
+
+/// The seal's bytes, right after the index hashes.
+const SEAL_LEN: usize = 8;
+
+/// The seal of a value stored under `store_key`: a hash of every byte but
+/// the seal's own.
+fn seal(store_key: &str, before: &[u8], after: &[u8]) -> u64 {
+    let seed = xxhash_rust::xxh3::xxh3_64(store_key.as_bytes());
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    h.update(before);
+    h.update(after);
+    h.digest()
+}
 
 /// The most index hashes an entry may carry (path depth plus tags plus
 /// one); a deeper entry is not stored. Keeps the lookup script's work, and
@@ -45,6 +66,9 @@ pub(crate) enum DecodeError {
     Version(u8),
     Truncated,
     Invalid(&'static str),
+    /// The seal does not match: the value was changed, or not written for
+    /// this key.
+    Seal,
 }
 
 impl std::fmt::Display for DecodeError {
@@ -53,6 +77,7 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Version(v) => write!(f, "unknown encoding version {v}"),
             DecodeError::Truncated => f.write_str("truncated value"),
             DecodeError::Invalid(what) => write!(f, "invalid {what}"),
+            DecodeError::Seal => f.write_str("seal does not match (changed, or not stored here)"),
         }
     }
 }
@@ -71,9 +96,9 @@ pub(crate) fn index_hashes(entry: &Entry) -> Vec<u64> {
     hashes
 }
 
-/// Encodes an entry; `None` when it has more than [`MAX_HASHES`] index
-/// hashes (a path that deep is not worth caching).
-pub(crate) fn encode(entry: &Entry) -> Option<Vec<u8>> {
+/// Encodes an entry for the Redis key `store_key`; `None` when it has more
+/// than [`MAX_HASHES`] index hashes (a path that deep is not worth caching).
+pub(crate) fn encode(entry: &Entry, store_key: &str) -> Option<Vec<u8>> {
     let hashes = index_hashes(entry);
     if hashes.len() > MAX_HASHES {
         return None;
@@ -99,6 +124,8 @@ pub(crate) fn encode(entry: &Entry) -> Option<Vec<u8>> {
     for h in &hashes {
         out.extend_from_slice(&h.to_be_bytes());
     }
+    let seal_at = out.len();
+    out.extend_from_slice(&[0; SEAL_LEN]);
     put_varint(&mut out, u64::from(entry.status().as_u16()));
     put_varint(&mut out, entry.key_hash());
     put_varint(&mut out, entry.born_ms());
@@ -133,13 +160,15 @@ pub(crate) fn encode(entry: &Entry) -> Option<Vec<u8>> {
         put_bytes(&mut out, value.as_bytes());
     }
     out.extend_from_slice(entry.body());
+    let sealed = seal(store_key, &out[..seal_at], &out[seal_at + SEAL_LEN..]);
+    out[seal_at..seal_at + SEAL_LEN].copy_from_slice(&sealed.to_be_bytes());
     Some(out)
 }
 
-/// Decodes a whole value (index prefix included), stored under a key of
-/// `key_len` bytes. The body shares `value`'s buffer (no copy); everything
-/// else is copied out.
-pub(crate) fn decode(value: Bytes, key_len: usize) -> Result<Entry, DecodeError> {
+/// Decodes a whole value (index prefix included), read from the Redis key
+/// `store_key` and stored under a cache key of `key_len` bytes. The body
+/// shares `value`'s buffer (no copy); everything else is copied out.
+pub(crate) fn decode(value: Bytes, store_key: &str, key_len: usize) -> Result<Entry, DecodeError> {
     let mut r = Reader {
         buf: &value,
         pos: 0,
@@ -151,6 +180,11 @@ pub(crate) fn decode(value: Bytes, key_len: usize) -> Result<Entry, DecodeError>
     let born = u64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
     let n = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes"));
     r.take(usize::from(n) * 8)?;
+    let seal_at = r.pos;
+    let sealed = u64::from_be_bytes(r.take(SEAL_LEN)?.try_into().expect("8 bytes"));
+    if sealed != seal(store_key, &value[..seal_at], &value[seal_at + SEAL_LEN..]) {
+        return Err(DecodeError::Seal);
+    }
     let status = u16::try_from(r.varint()?).map_err(|_| DecodeError::Invalid("status"))?;
     let key_hash = r.varint()?;
     let born_ms = r.varint()?;
@@ -326,8 +360,8 @@ mod tests {
     fn round_trip(parts: EntryParts) -> (Entry, Entry) {
         let key = "trc:e:some-key";
         let entry = Entry::from_parts(parts, key.len()).unwrap();
-        let bytes = encode(&entry).unwrap();
-        let back = decode(Bytes::from(bytes), key.len()).unwrap();
+        let bytes = encode(&entry, key).unwrap();
+        let back = decode(Bytes::from(bytes), key, key.len()).unwrap();
         (entry, back)
     }
 
@@ -406,7 +440,7 @@ mod tests {
     #[test]
     fn prefix_holds_born_and_every_covering_hash() {
         let entry = Entry::from_parts(parts(), 3).unwrap();
-        let bytes = encode(&entry).unwrap();
+        let bytes = encode(&entry, "{trc}:e:k").unwrap();
         assert_eq!(bytes[0], VERSION);
         assert_eq!(u64::from_be_bytes(bytes[1..9].try_into().unwrap()), 1 << 40);
         let n = u16::from_be_bytes(bytes[9..11].try_into().unwrap()) as usize;
@@ -434,37 +468,60 @@ mod tests {
     fn paths_too_deep_are_not_encoded() {
         let mut p = parts();
         p.path = "/a".repeat(MAX_HASHES);
-        assert!(encode(&Entry::from_parts(p, 3).unwrap()).is_none());
+        assert!(encode(&Entry::from_parts(p, 3).unwrap(), "{trc}:e:k").is_none());
         let mut p = parts();
         p.path = "/a".repeat(MAX_HASHES - 4);
         p.tags.clear();
-        assert!(encode(&Entry::from_parts(p, 3).unwrap()).is_some());
+        assert!(encode(&Entry::from_parts(p, 3).unwrap(), "{trc}:e:k").is_some());
     }
 
     #[test]
     fn corrupt_values_are_errors() {
         let entry = Entry::from_parts(parts(), 3).unwrap();
-        let bytes = encode(&entry).unwrap();
+        let bytes = encode(&entry, "{trc}:e:k").unwrap();
         let mut other = bytes.clone();
         other[0] = 9;
         assert_eq!(
-            decode(Bytes::from(other), 3).unwrap_err(),
+            decode(Bytes::from(other), "{trc}:e:k", 3).unwrap_err(),
             DecodeError::Version(9)
         );
         // Cut before the body starts: somewhere inside the headers.
         for cut in [0, 1, 5, 11, 40, 80] {
-            assert!(decode(Bytes::copy_from_slice(&bytes[..cut]), 3).is_err());
+            assert!(decode(Bytes::copy_from_slice(&bytes[..cut]), "{trc}:e:k", 3).is_err());
         }
         let mut bad_status = parts();
         bad_status.status = 200;
         let e = Entry::from_parts(bad_status, 3).unwrap();
-        let mut b = encode(&e).unwrap();
-        let at = PREFIX_LEN + 6 * 8;
+        let mut b = encode(&e, "{trc}:e:k").unwrap();
+        let at = PREFIX_LEN + 6 * 8 + SEAL_LEN;
         // status 200 is the varint c8 01; make it 99 (invalid).
         assert_eq!(&b[at..at + 2], &[0xc8, 0x01]);
         b[at] = 99;
         b.remove(at + 1);
-        assert!(decode(Bytes::from(b), 3).is_err());
-        assert!(decode(Bytes::from_static(b"not an entry"), 3).is_err());
+        assert!(decode(Bytes::from(b), "{trc}:e:k", 3).is_err());
+        assert!(decode(Bytes::from_static(b"not an entry"), "{trc}:e:k", 3).is_err());
+    }
+
+    #[test]
+    fn a_value_changed_or_moved_fails_its_seal() {
+        let entry = Entry::from_parts(parts(), 3).unwrap();
+        let bytes = encode(&entry, "{trc}:e:k").unwrap();
+        assert!(decode(Bytes::from(bytes.clone()), "{trc}:e:k", 3).is_ok());
+        // Copied to another key, or another namespace.
+        for key in ["{trc}:e:other", "{other}:e:k"] {
+            let e = decode(Bytes::from(bytes.clone()), key, 3).unwrap_err();
+            assert_eq!(e, DecodeError::Seal, "{key}");
+        }
+        // The body cut, extended, or one byte of it changed.
+        let mut cut = bytes.clone();
+        cut.pop();
+        let mut longer = bytes.clone();
+        longer.push(b'!');
+        let mut changed = bytes.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        for value in [cut, longer, changed] {
+            let e = decode(Bytes::from(value), "{trc}:e:k", 3).unwrap_err();
+            assert_eq!(e, DecodeError::Seal);
+        }
     }
 }

@@ -11,7 +11,7 @@ mod conn;
 mod near;
 mod scripts;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -184,6 +184,8 @@ struct Inner {
     near: Option<Arc<Near>>,
     subscriber: OnceLock<AbortHandle>,
     max_records: usize,
+    /// Values dropped as untrustworthy.
+    dropped: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -238,6 +240,14 @@ impl RedisStore {
     /// failures (every call fails at once meanwhile).
     pub fn is_cooling_down(&self) -> bool {
         self.inner.breaker.is_open()
+    }
+
+    /// Values found in Redis that could not be judged and were dropped: an
+    /// unreadable or oversized index prefix, a birth after the clock's, a
+    /// seal that does not match (a body cut or changed, a value copied from
+    /// another key or namespace). Each was served as a miss.
+    pub fn dropped_values(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// How many calls in a row have failed to reach Redis.
@@ -306,7 +316,7 @@ impl RedisStore {
         match (code, value) {
             (Value::Int(0), _) => Ok(Lookup::Miss),
             (Value::Int(1), Some(Value::BulkString(bytes))) => {
-                match codec::decode(Bytes::from(bytes), key.len()) {
+                match codec::decode(Bytes::from(bytes), &entry_key, key.len()) {
                     Ok(entry) => {
                         let entry = Arc::new(entry);
                         if let (Some(near), Some(epoch)) = (&inner.near, epoch) {
@@ -315,6 +325,7 @@ impl RedisStore {
                         Ok(Lookup::Found(entry))
                     }
                     Err(e) => {
+                        inner.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(key, error = %e, "redis store: undecodable entry dropped");
                         let _ = inner
                             .run(
@@ -335,6 +346,7 @@ impl RedisStore {
                 Ok(Lookup::Invalidated)
             }
             (Value::Int(3), _) => {
+                inner.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(key, "redis store: unreadable entry dropped");
                 Ok(Lookup::Miss)
             }
@@ -351,7 +363,7 @@ impl RedisStore {
         if px == 0 {
             return Ok(());
         }
-        let Some(value) = codec::encode(&entry) else {
+        let Some(value) = codec::encode(&entry, &inner.entry_key(key)) else {
             tracing::debug!(
                 key,
                 "redis store: entry with too many index hashes not stored"

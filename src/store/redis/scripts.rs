@@ -35,7 +35,14 @@ end
 -- could cover it are gone.
 local function clock()
   local c = redis.call('GET', KEYS[2])
-  if c then return tonumber(c) end
+  -- The highest generation ever handed out: a clock set back (a restored
+  -- snapshot of it, a stray SET) is moved forward again.
+  local high = tonumber(redis.call('HGET', KEYS[5], 'high') or '0')
+  if c and tonumber(c) >= high then return tonumber(c) end
+  if c or high > 0 then
+    redis.call('SET', KEYS[2], num(high))
+    return high
+  end
   local t = redis.call('TIME')
   local seed = tonumber(t[1]) * 1000000 + tonumber(t[2])
   redis.call('SET', KEYS[2], num(seed))
@@ -86,20 +93,27 @@ end
 ///
 /// Returns `{0}` for a miss, `{1, value}` for an entry no record covers,
 /// `{2}` for an entry a record (or the floor) covers, which is deleted, and
-/// `{3}` for a value whose index prefix is unreadable, also deleted. Only
-/// reads the prefix: version byte, born (u64 BE), hash count (u16 BE), the
-/// hashes (8 bytes each, used as `idx` fields as they are).
+/// `{3}` for a value that cannot be judged (an unreadable prefix, more
+/// hashes than an entry carries, a birth after the clock), also deleted.
+/// Only reads the prefix: version byte, born (u64 BE), hash count (u16
+/// BE), the hashes (8 bytes each, used as `idx` fields as they are).
 pub(crate) const GET: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v then return {0} end
 local len = string.len(v)
-if len < 11 or string.byte(v, 1) ~= 1 then
+if len < 11 or string.byte(v, 1) ~= 2 then
   redis.call('DEL', KEYS[1])
   return {3}
 end
 local hi, lo, n = struct.unpack('>I4I4I2', v, 2)
 local born = hi * 4294967296 + lo
-if len < 11 + 8 * n then
+-- More hashes than an entry may carry (1024), a value too short for
+-- them, or a birth after the clock's (not born here: the clock only
+-- moves forward): a value that cannot be judged, dropped.
+local c = tonumber(redis.call('GET', KEYS[2]) or '0')
+local high = tonumber(redis.call('HGET', KEYS[5], 'high') or '0')
+if high > c then c = high end
+if n > 1024 or len < 11 + 8 * n or born > c then
   redis.call('DEL', KEYS[1])
   return {3}
 end
@@ -133,7 +147,9 @@ return {1, v}
 pub(crate) const PUT: &str = concat!(
     common_lua!(),
     r#"
-clock()
+local c = clock()
+-- A birth after the clock was not handed out here.
+if tonumber(ARGV[4]) > c then return 0 end
 local lifetime = tonumber(ARGV[3])
 if lifetime > meta('horizon') then redis.call('HSET', KEYS[5], 'horizon', num(lifetime)) end
 prune(now_ms(), tonumber(ARGV[5]), tonumber(ARGV[6]))
@@ -158,9 +174,14 @@ pub(crate) const INVALIDATE: &str = concat!(
     r#"
 local g = clock() + 1
 redis.call('SET', KEYS[2], num(g))
+redis.call('HSET', KEYS[5], 'high', num(g))
 local now = now_ms()
 for i = 4, #ARGV do
-  redis.call('HSET', KEYS[3], ARGV[i], num(g))
+  -- A record never goes back to a lower generation.
+  local old = tonumber(redis.call('HGET', KEYS[3], ARGV[i]) or '0')
+  if g > old then
+    redis.call('HSET', KEYS[3], ARGV[i], num(g))
+  end
   redis.call('ZADD', KEYS[4], num(now), ARGV[i])
 end
 prune(now, tonumber(ARGV[1]), tonumber(ARGV[2]))
