@@ -4,7 +4,7 @@ mod support;
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Response, StatusCode};
@@ -16,25 +16,52 @@ use tower_response_cache::{Cache, CacheLayer, RoutePolicy};
 
 const MIN: Duration = Duration::from_secs(60);
 
-/// Sends `n` concurrent GETs of `path` and returns the responses in order.
-async fn burst(app: &Router, n: usize, path: &'static str) -> Vec<Seen> {
+/// Sends `n` concurrent GETs of `path`, each in a task of its own.
+fn spawn_burst(app: &Router, n: usize, path: &'static str) -> tokio::task::JoinHandle<Vec<Seen>> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let app = app.clone();
             tokio::spawn(async move { send(&app, read(path)).await })
         })
         .collect();
-    let mut out = Vec::with_capacity(n);
-    for t in tasks {
-        out.push(t.await.unwrap());
-    }
-    out
+    tokio::spawn(async move {
+        let mut out = Vec::with_capacity(n);
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
 }
 
-/// A route whose handler takes `delay` and answers with its call number.
+/// Sends `n` concurrent GETs of `path` and returns the responses in order.
+async fn burst(app: &Router, n: usize, path: &'static str) -> Vec<Seen> {
+    within("a burst", spawn_burst(app, n, path)).await.unwrap()
+}
+
+/// How the origin of [`slow`] takes its time.
+#[derive(Clone)]
+enum Pace {
+    /// A fixed time on tokio's clock: only for tests on the paused clock,
+    /// where nothing else moves it.
+    For(Duration),
+    /// Until the test opens the gate.
+    Until(Gate),
+}
+
+impl Pace {
+    async fn wait(&self) {
+        match self {
+            Pace::For(delay) => tokio::time::sleep(*delay).await,
+            Pace::Until(gate) => gate.pass().await,
+        }
+    }
+}
+
+/// A route whose handler takes its time (`pace`) and answers with its call
+/// number.
 fn slow(
     cache: &Cache,
-    delay: Duration,
+    pace: Pace,
     policy: RoutePolicy,
     headers: &'static [(&'static str, &'static str)],
 ) -> (Router, Hits) {
@@ -45,8 +72,9 @@ fn slow(
             "/slow",
             get(move || {
                 let n = h.bump();
+                let pace = pace.clone();
                 async move {
-                    tokio::time::sleep(delay).await;
+                    pace.wait().await;
                     let mut res = Response::new(Body::from(format!("call {n}")));
                     for (k, v) in headers {
                         res.headers_mut().append(*k, v.parse().unwrap());
@@ -62,13 +90,21 @@ fn slow(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stampede_makes_one_origin_call() {
     let cache = Cache::builder().build();
+    let gate = Gate::default();
     let (app, hits) = slow(
         &cache,
-        Duration::from_millis(100),
+        Pace::Until(gate.clone()),
         RoutePolicy::ttl(MIN),
         &[],
     );
-    let responses = burst(&app, 200, "/slow").await;
+    let burst = spawn_burst(&app, 200, "/slow");
+    // The origin answers once every request has joined the flight.
+    until("199 requests waiting on the first", || {
+        cache.stats().totals.coalesced == 199
+    })
+    .await;
+    gate.open();
+    let responses = within("the stampede", burst).await.unwrap();
     for r in responses {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.text(), "call 1");
@@ -87,16 +123,18 @@ async fn a_stampede_makes_one_origin_call() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the paused clock: the origin takes exactly 200 ms, so that the time
+/// the burst takes tells whether the waiters queued one behind another.
+#[tokio::test(start_paused = true)]
 async fn uncacheable_responses_do_not_make_a_convoy() {
     let cache = Cache::builder().build();
     let (app, hits) = slow(
         &cache,
-        Duration::from_millis(200),
+        Pace::For(Duration::from_millis(200)),
         RoutePolicy::ttl(MIN),
         &[("cache-control", "private")],
     );
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let responses = burst(&app, 10, "/slow").await;
     let mut bodies: Vec<String> = responses.iter().map(Seen::text).collect();
     let elapsed = start.elapsed();
@@ -115,7 +153,7 @@ async fn uncacheable_responses_do_not_make_a_convoy() {
     // The pass marker lets the next requests skip waiting altogether.
     let stats = cache.stats();
     assert_eq!(stats.pass_markers, 1, "{stats:?}");
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     burst(&app, 5, "/slow").await;
     assert!(start.elapsed() < Duration::from_millis(1000));
     assert_eq!(
@@ -129,14 +167,16 @@ async fn uncacheable_responses_do_not_make_a_convoy() {
 async fn set_cookie_responses_are_never_shared_with_waiters() {
     let cache = Cache::builder().build();
     let hits = Hits::default();
-    let h = hits.clone();
+    let gate = Gate::default();
+    let (h, g) = (hits.clone(), gate.clone());
     let app = Router::new()
         .route(
             "/login",
             get(move || {
                 let n = h.bump();
+                let gate = g.clone();
                 async move {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    gate.pass().await;
                     (
                         [(header::SET_COOKIE, format!("session={n}"))],
                         format!("you are {n}"),
@@ -145,7 +185,14 @@ async fn set_cookie_responses_are_never_shared_with_waiters() {
             }),
         )
         .layer(CacheLayer::new(&cache).ttl(MIN));
-    let responses = burst(&app, 8, "/login").await;
+    let burst = spawn_burst(&app, 8, "/login");
+    // The first origin call answers once the other seven wait on it.
+    until("7 requests waiting on the first", || {
+        cache.stats().totals.coalesced == 7
+    })
+    .await;
+    gate.open();
+    let responses = within("the burst", burst).await.unwrap();
     for r in responses {
         let cookie = r
             .header("set-cookie")
@@ -157,14 +204,16 @@ async fn set_cookie_responses_are_never_shared_with_waiters() {
     assert_eq!(hits.get(), 8);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the paused clock: the origin takes exactly 600 ms and the waiter's
+/// timeout is 100 ms.
+#[tokio::test(start_paused = true)]
 async fn a_waiter_gives_up_after_its_timeout() {
     let cache = Cache::builder()
         .coalesce_timeout(Duration::from_millis(100))
         .build();
     let (app, hits) = slow(
         &cache,
-        Duration::from_millis(600),
+        Pace::For(Duration::from_millis(600)),
         RoutePolicy::ttl(MIN),
         &[],
     );
@@ -172,8 +221,9 @@ async fn a_waiter_gives_up_after_its_timeout() {
         let app = app.clone();
         tokio::spawn(async move { send(&app, read("/slow")).await })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let start = Instant::now();
+    // The leader is at the origin before the waiter asks.
+    until("the leader at the origin", || hits.get() == 1).await;
+    let start = tokio::time::Instant::now();
     let waiter = send(&app, read("/slow")).await;
     // It waited ~100 ms, then made its own 600 ms call: well before the leader's.
     assert_eq!(waiter.text(), "call 2");
@@ -199,8 +249,10 @@ async fn a_cancelled_leader_does_not_strand_its_waiters() {
                 let e = e.clone();
                 async move {
                     e.notify_one();
-                    tokio::time::sleep(Duration::from_millis(if n == 1 { 10_000 } else { 50 }))
-                        .await;
+                    if n == 1 {
+                        // The leader's origin call never ends by itself.
+                        std::future::pending::<()>().await;
+                    }
                     format!("call {n}")
                 }
             }),
@@ -210,13 +262,16 @@ async fn a_cancelled_leader_does_not_strand_its_waiters() {
         let app = app.clone();
         tokio::spawn(async move { send(&app, read("/slow")).await })
     };
-    entered.notified().await;
+    within("the leader at the origin", entered.notified()).await;
     let mut waiters = Vec::new();
     for _ in 0..5 {
         let app = app.clone();
         waiters.push(tokio::spawn(async move { send(&app, read("/slow")).await }));
     }
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    until("5 requests waiting on the leader", || {
+        cache.stats().totals.coalesced == 5
+    })
+    .await;
     leader.abort(); // the leader's client disconnects
     for w in waiters {
         let r = tokio::time::timeout(Duration::from_secs(5), w)
@@ -241,14 +296,16 @@ fn user_of(parts: &http::request::Parts) -> Option<String> {
 async fn a_stampede_on_a_per_user_route_never_mixes_users() {
     let cache = Cache::builder().build();
     let hits = Hits::default();
-    let h = hits.clone();
+    let gate = Gate::default();
+    let (h, g) = (hits.clone(), gate.clone());
     let app = Router::new()
         .route(
             "/me",
             get(move |headers: HeaderMap| {
                 h.bump();
+                let gate = g.clone();
                 async move {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    gate.pass().await;
                     format!("data of {}", headers["authorization"].to_str().unwrap())
                 }
             }),
@@ -263,8 +320,14 @@ async fn a_stampede_on_a_per_user_route_never_mixes_users() {
             assert_eq!(r.text(), format!("data of {user}"));
         }));
     }
+    // The origin answers once every request waits on its user's flight.
+    until("57 requests waiting on their user's first", || {
+        cache.stats().totals.coalesced == 57
+    })
+    .await;
+    gate.open();
     for t in tasks {
-        t.await.unwrap();
+        within("a user's request", t).await.unwrap();
     }
     assert_eq!(hits.get(), 3, "one origin call per user");
 }
@@ -274,7 +337,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let cache = Cache::builder().build();
     let (app, hits) = slow(
         &cache,
-        Duration::from_millis(500),
+        Pace::For(Duration::from_millis(500)),
         RoutePolicy::ttl(Duration::from_secs(10)).stale_while_revalidate(Duration::from_secs(30)),
         &[],
     );
@@ -320,7 +383,7 @@ async fn the_origins_own_stale_while_revalidate_is_honoured() {
     let cache = Cache::builder().build();
     let (app, hits) = slow(
         &cache,
-        Duration::from_millis(10),
+        Pace::For(Duration::from_millis(10)),
         RoutePolicy::ttl(Duration::from_secs(10)),
         &[("cache-control", "max-age=10, stale-while-revalidate=20")],
     );
@@ -341,7 +404,7 @@ async fn invalidation_beats_grace() {
     let cache = Cache::builder().build();
     let (app, hits) = slow(
         &cache,
-        Duration::from_millis(10),
+        Pace::For(Duration::from_millis(10)),
         RoutePolicy::ttl(Duration::from_secs(10))
             .stale_while_revalidate(Duration::from_secs(30))
             .stale_if_error(Duration::from_secs(30)),
@@ -528,12 +591,17 @@ async fn conditional_requests_get_304s() {
 #[tokio::test]
 async fn coalescing_can_be_turned_off() {
     let cache = Cache::builder().coalesce_timeout(Duration::ZERO).build();
+    let gate = Gate::default();
     let (app, hits) = slow(
         &cache,
-        Duration::from_millis(100),
+        Pace::Until(gate.clone()),
         RoutePolicy::ttl(MIN),
         &[],
     );
-    burst(&app, 4, "/slow").await;
+    let burst = spawn_burst(&app, 4, "/slow");
+    // No origin call answers before all four requests have missed.
+    until("4 misses", || cache.stats().totals.misses == 4).await;
+    gate.open();
+    within("the burst", burst).await.unwrap();
     assert_eq!(hits.get(), 4);
 }

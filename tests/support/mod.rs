@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
@@ -92,6 +93,60 @@ impl Hits {
     pub fn get(&self) -> usize {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// The bound on every wait on an event in the tests: generous, so that a
+/// busy machine only makes a test slower, never failing.
+pub const BOUND: Duration = Duration::from_secs(30);
+
+/// A gate that origin handlers wait at until the test opens it, so that a
+/// test decides when an origin call ends instead of sleeping for it.
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+}
+
+impl Gate {
+    /// Lets every waiting and later caller of [`pass`](Self::pass) through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Waits until the gate is open (at most [`BOUND`]).
+    pub async fn pass(&self) {
+        let mut open = self.0.subscribe();
+        tokio::time::timeout(BOUND, open.wait_for(|open| *open))
+            .await
+            .expect("the test never opened the gate")
+            .expect("the gate's sender lives in the gate");
+    }
+}
+
+/// Waits until `done()` holds, checking every millisecond: bounded in
+/// checks and in time ([`BOUND`]); panics naming `what` past the bound.
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    for _ in 0..BOUND.as_millis() {
+        if done() {
+            return;
+        }
+        if start.elapsed() > BOUND {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(done(), "{what}: not reached within {BOUND:?}");
+}
+
+/// Awaits `future`, at most [`BOUND`]; panics naming `what` past it.
+pub async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(BOUND, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not done within {BOUND:?}"))
 }
 
 /// A tiny database whose data is a version number bumped by each write,
