@@ -484,13 +484,24 @@ async fn a_trace_layer_outside_the_cache_sees_its_hits() {
     );
 }
 
-/// A writer the test reads back: everything a subscriber printed.
+/// What a subscriber printed on the threads that asked for it.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl std::io::Write for Captured {
+thread_local! {
+    static SINK: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the calling thread's sink, if it has one.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        SINK.with(|sink| {
+            if let Some(sink) = &*sink.borrow() {
+                sink.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -498,19 +509,30 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Captures everything traced on this thread from now on, through a global
+/// subscriber installed once: a scoped default (`set_default`) loses events
+/// at callsites another test's thread reached first (tokio-rs/tracing#3611).
+fn capture_this_thread() -> Captured {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(|| ThreadSink)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    });
+    tracing::callsite::rebuild_interest_cache();
+    let captured = Captured::default();
+    SINK.with(|sink| *sink.borrow_mut() = Some(captured.clone()));
+    captured
+}
+
 #[tokio::test]
 async fn a_scope_never_shows_its_raw_value() {
     use http::header::{AUTHORIZATION, COOKIE};
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _traced = tracing::subscriber::set_default(subscriber);
-    // Other tests of this binary hit the same callsites on other threads
-    // without a subscriber: judge every callsite again with this one.
-    tracing::callsite::rebuild_interest_cache();
+    // A current-thread runtime: every event of this test is on this thread.
+    let logs = capture_this_thread();
     #[cfg(feature = "metrics")]
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     #[cfg(feature = "metrics")]
