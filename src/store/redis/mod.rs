@@ -439,7 +439,8 @@ impl RedisStore {
 }
 
 /// Each call is sent once more at once when it failed on a broken
-/// connection ([`conn::once_more`]).
+/// connection (`conn::once_more`): a connection Redis closed costs no
+/// failed call.
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Lookup, StoreError> {
         conn::once_more(|| self.get_once(key)).await
