@@ -831,3 +831,47 @@ mod untrusted {
         assert_eq!(store.dropped_values(), 1);
     }
 }
+
+/// The near tier never takes an entry a flush it may have missed covers.
+mod near_resubscribed {
+    use super::*;
+
+    async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ok() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_begun_before_a_write_missed_by_a_resubscription_is_not_kept_near() {
+        let server = RedisServer::start();
+        let a = RedisStore::builder(server.url())
+            .near_cache(1 << 20)
+            .build()
+            .unwrap();
+        let b = store(&server);
+        a.start_near_cache();
+        until("A subscribed", || a.near_cache_live()).await;
+        // A's origin read begins.
+        let born = a.generation().await.unwrap();
+        // B's write flushes /p; A's tier hears of it...
+        b.invalidate(&[Target::prefix("/p")]).await.unwrap();
+        // ... and then its subscription is made again, which empties the
+        // tier with everything it had heard.
+        let killed = server.command("CLIENT KILL TYPE pubsub");
+        assert!(killed.starts_with(':'), "{killed}");
+        until("A's subscription dropped", || !a.near_cache_live()).await;
+        until("A subscribed again", || a.near_cache_live()).await;
+        // A's pre-write read now lands.
+        put(&a, "k", "/p/1", born, &[]).await;
+        for _ in 0..3 {
+            assert_ne!(
+                lookup(&a, "k").await,
+                "found",
+                "the pre-write read must not be served after the write"
+            );
+        }
+    }
+}

@@ -141,6 +141,7 @@ impl Inner {
                     near.clone(),
                     self.client.clone(),
                     self.keys.channel.clone(),
+                    [self.keys.clock.clone(), self.keys.meta.clone()],
                     self.connect_timeout,
                     self.command_timeout,
                 ))

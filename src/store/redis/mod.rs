@@ -385,7 +385,7 @@ impl RedisStore {
         let stored: i64 = inner.run("put", inv.invoke_async(&mut con)).await?;
         if stored == 1 {
             if let (Some(near), Some(epoch)) = (&inner.near, epoch) {
-                near.insert(epoch, key, entry);
+                near.insert_stored(epoch, key, entry);
             }
         }
         Ok(())

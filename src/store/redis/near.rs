@@ -60,6 +60,11 @@ pub(crate) struct Near {
     epoch: AtomicU64,
     /// Whether the subscription is live (the tier answers only then).
     live: AtomicBool,
+    /// The generation Redis's clock stood at once the subscription was
+    /// made: a flush before it may have been missed, so an entry born
+    /// before it that this instance stored is not kept (`u64::MAX` while not
+    /// subscribed).
+    floor: AtomicU64,
     /// How many times the subscription was made or lost.
     pub(crate) transitions: AtomicU64,
 }
@@ -97,6 +102,7 @@ impl Near {
             records: RwLock::default(),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
+            floor: AtomicU64::new(u64::MAX),
             transitions: AtomicU64::new(0),
         }
     }
@@ -141,6 +147,16 @@ impl Near {
             && entry.tags().all(|t| fresh(tag_hash(t)))
     }
 
+    /// Keeps an entry this instance stored (from its own origin read),
+    /// unless it was born before the subscription was made: a flush that
+    /// covers it may have been published while nobody here listened.
+    pub(crate) fn insert_stored(&self, epoch: u64, key: &str, entry: Arc<Entry>) {
+        if entry.born() < self.floor.load(Ordering::SeqCst) {
+            return;
+        }
+        self.insert(epoch, key, entry);
+    }
+
     /// Keeps an entry read from (or written to) Redis, unless the tier was
     /// cleared since `epoch` was read, or is not live.
     pub(crate) fn insert(&self, epoch: u64, key: &str, entry: Arc<Entry>) {
@@ -174,6 +190,7 @@ impl Near {
 
     /// Empties the tier and its records.
     pub(crate) fn clear(&self) {
+        self.floor.store(u64::MAX, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.map.clear();
         let mut records = self.records.write().unwrap_or_else(|e| e.into_inner());
@@ -208,6 +225,7 @@ pub(crate) async fn subscriber(
     near: Arc<Near>,
     client: redis::Client,
     channel: String,
+    [clock, meta]: [String; 2],
     connect_timeout: Duration,
     command_timeout: Duration,
 ) {
@@ -217,10 +235,21 @@ pub(crate) async fn subscriber(
         let attempt = tokio::time::timeout(budget, async {
             let (mut sink, stream) = client.get_async_pubsub().await?.split();
             sink.subscribe(&channel).await?;
-            redis::RedisResult::Ok((sink, stream))
+            // The clock once subscribed: every flush after it reaches us.
+            let mut con = client.get_multiplexed_async_connection().await?;
+            let (c, high): (Option<u64>, Option<u64>) = redis::pipe()
+                .cmd("GET")
+                .arg(&clock)
+                .cmd("HGET")
+                .arg(&meta)
+                .arg("high")
+                .query_async(&mut con)
+                .await?;
+            let floor = c.unwrap_or(0).max(high.unwrap_or(0));
+            redis::RedisResult::Ok((sink, stream, floor))
         })
         .await;
-        let (mut sink, mut stream) = match attempt {
+        let (mut sink, mut stream, floor) = match attempt {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "near cache: subscription failed");
@@ -238,6 +267,7 @@ pub(crate) async fn subscriber(
         backoff = Duration::from_millis(50);
         // Messages sent before this point may have been missed.
         near.clear();
+        near.floor.store(floor, Ordering::SeqCst);
         near.set_live(true);
         tracing::debug!(channel = %channel, "near cache: subscribed");
 
