@@ -806,6 +806,9 @@ mod untrusted {
             }
             let _: () = con.set(store.redis_key(&key), value).await.unwrap();
             assert_eq!(lookup(&store, &key).await, "miss", "{change}");
+            // Caching resumes by itself: the next store of the key holds.
+            put(&store, &key, "/k", born, &[]).await;
+            assert_eq!(lookup(&store, &key).await, "found", "{change}");
         }
         assert_eq!(store.dropped_values(), 3);
     }
@@ -829,6 +832,10 @@ mod untrusted {
         let exists: bool = con.exists(store.redis_key("wedge")).await.unwrap();
         assert!(!exists);
         assert_eq!(store.dropped_values(), 1);
+        // The key is not wedged: it caches again.
+        let born = store.generation().await.unwrap();
+        put(&store, "wedge", "/w", born, &[]).await;
+        assert_eq!(lookup(&store, "wedge").await, "found");
     }
 }
 
