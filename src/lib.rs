@@ -16,7 +16,7 @@
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_response_cache::{Cache, CacheLayer, InvalidateOn, RoutePolicy, Target};
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! // One shared handle: store, invalidation index, statistics.
 //! let cache = Cache::builder().max_bytes(64 << 20).max_body_bytes(1 << 20).build();

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use redis::AsyncCommands;
-use tower_response_cache::store::{Entry, Lookup, RedisStore, Store, StoreErrorKind};
+use tower_response_cache::store::{
+    Entry, Lookup, RedisStore, RedisStoreBuilder, Store, StoreErrorKind,
+};
 use tower_response_cache::Target;
 
 use redis_server::RedisServer;
@@ -76,8 +78,16 @@ impl EntrySpec {
     }
 }
 
+/// A store for the tests that are not about timeouts: its command timeout
+/// is generous, so that a busy machine makes a call slow, never failed (the
+/// default 100 ms is a production setting, and a debug build on two busy
+/// cores sometimes takes longer). The fault tests set their own timeouts.
+fn builder(server: &RedisServer) -> RedisStoreBuilder {
+    RedisStore::builder(server.url()).command_timeout(Duration::from_secs(10))
+}
+
 fn store(server: &RedisServer) -> RedisStore {
-    RedisStore::builder(server.url()).build().unwrap()
+    builder(server).build().unwrap()
 }
 
 async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
@@ -170,15 +180,13 @@ async fn builds_while_redis_is_down_and_fails_fast() {
 #[tokio::test]
 async fn entries_round_trip_with_repeated_headers_and_a_mebibyte_body() {
     let server = RedisServer::start();
-    // This test is about the encoding, so its store has a generous command
-    // timeout: how long a mebibyte takes is printed next to the default,
-    // not asserted (a debug build on a busy machine can take longer than
-    // the default 100 ms; speed is measured in benches/).
-    let default_timeout = store(&server).command_timeout();
-    let store = RedisStore::builder(server.url())
-        .command_timeout(Duration::from_secs(10))
+    // How long a mebibyte takes is printed next to the default command
+    // timeout, not asserted: speed is measured in benches/.
+    let default_timeout = RedisStore::builder(server.url())
         .build()
-        .unwrap();
+        .unwrap()
+        .command_timeout();
+    let store = store(&server);
     let born = store.generation().await.unwrap();
 
     let mut spec = EntrySpec::new("GET /files/big", "/files/big", born);
@@ -332,14 +340,8 @@ async fn an_invalidation_on_one_instance_holds_on_another() {
 #[tokio::test]
 async fn namespaces_do_not_see_each_other() {
     let server = RedisServer::start();
-    let a = RedisStore::builder(server.url())
-        .namespace("a")
-        .build()
-        .unwrap();
-    let b = RedisStore::builder(server.url())
-        .namespace("b")
-        .build()
-        .unwrap();
+    let a = builder(&server).namespace("a").build().unwrap();
+    let b = builder(&server).namespace("b").build().unwrap();
     put(&a, "k", "/p", a.generation().await.unwrap(), &[]).await;
     put(&b, "k", "/p", b.generation().await.unwrap(), &[]).await;
     b.invalidate(&[Target::prefix("/")]).await.unwrap();
@@ -378,10 +380,7 @@ async fn a_read_that_began_before_an_invalidation_is_never_served_after_it() {
 #[tokio::test]
 async fn the_index_stays_bounded() {
     let server = RedisServer::start();
-    let store = RedisStore::builder(server.url())
-        .max_records(32)
-        .build()
-        .unwrap();
+    let store = builder(&server).max_records(32).build().unwrap();
     let mut con = raw(&server).await;
     let old = store.generation().await.unwrap();
     put(&store, "k-old", "/keep", old, &[]).await;
@@ -468,12 +467,7 @@ async fn wait_live(store: &RedisStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_cache_staleness_window_is_the_pubsub_delay() {
     let server = RedisServer::start();
-    let near = |s: &RedisServer| {
-        RedisStore::builder(s.url())
-            .near_cache(8 << 20)
-            .build()
-            .unwrap()
-    };
+    let near = |s: &RedisServer| builder(s).near_cache(8 << 20).build().unwrap();
     let a = near(&server);
     let b = near(&server);
     wait_live(&a).await;
