@@ -146,9 +146,10 @@ where
             span.record("outcome", "stale");
             tracing::debug!(key = %key.full, route = %route.pattern, outcome = "stale", refreshing, "cache decision");
             if refreshing {
-                let flight_key = flight_key(cache, &key, marker.as_ref(), &parts.headers);
+                let variant = variant_key(cache, marker.as_ref(), &parts.headers);
                 let primary = marker.map_or(key, |(primary, _)| primary);
-                if let Join::Leader(flight) = shared.flights.join(&flight_key, now_ms) {
+                let flight_key = variant.as_ref().unwrap_or(&primary).lookup();
+                if let Join::Leader(flight) = shared.flights.join(flight_key, now_ms) {
                     // Exactly one background refresh, on the service that
                     // was polled ready.
                     Counters::add(&shared.extra.refreshes);
@@ -172,21 +173,25 @@ where
             cache.record(Some(&route.stats), Event::Miss);
             span.record("outcome", "miss");
             tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", "cache decision");
-            let flight_key = flight_key(cache, &key, marker.as_ref(), &parts.headers);
-            let primary = marker.map_or(key, |(primary, _)| primary);
-            let mut miss = Miss::new(cache, route, primary, &parts, head, read);
-            miss.stale = stale;
             // A range request (most likely answered 206) or one that says
             // `no-store` cannot fill the entry: it neither leads nor
             // waits, and sets no pass marker for the requests that can.
-            let join = if head
+            let coalesce = !(head
                 || shared.coalesce_timeout.is_zero()
                 || parts.headers.contains_key(header::RANGE)
-                || asks_no_store(&parts.headers)
-            {
-                Join::Pass
+                || asks_no_store(&parts.headers));
+            let variant = match coalesce {
+                true => variant_key(cache, marker.as_ref(), &parts.headers),
+                false => None,
+            };
+            let primary = marker.map_or(key, |(primary, _)| primary);
+            let mut miss = Miss::new(cache, route, primary, &parts, head, read);
+            miss.stale = stale;
+            let join = if coalesce {
+                let flight_key = variant.as_ref().unwrap_or(&miss.key).lookup();
+                shared.flights.join(flight_key, now_ms)
             } else {
-                shared.flights.join(&flight_key, now_ms)
+                Join::Pass
             };
             match join {
                 Join::Leader(flight) => miss.flight = Some(flight),
@@ -250,22 +255,16 @@ where
     }
 }
 
-/// The key misses of one response coalesce on: the variant a request's
-/// headers select when the URL is known to vary (different variants never
-/// wait for each other), else the request's key.
-fn flight_key(
+/// The variant a request's headers select when its URL is known to vary:
+/// what its misses coalesce on, so that different variants never wait for
+/// each other (else they coalesce on the request's key).
+fn variant_key(
     cache: &Cache,
-    key: &CacheKey,
     marker: Option<&VaryMarker>,
     headers: &HeaderMap,
-) -> String {
-    match marker {
-        Some((primary, names)) => primary
-            .variant(names, headers, &cache.shared.scope_hasher)
-            .lookup()
-            .to_owned(),
-        None => key.lookup().to_owned(),
-    }
+) -> Option<CacheKey> {
+    let (primary, names) = marker?;
+    Some(primary.variant(names, headers, &cache.shared.scope_hasher))
 }
 
 /// A coalesced waiter: waits for the leader, answers from the store when
