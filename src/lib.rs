@@ -227,6 +227,7 @@
 mod admin;
 mod cache;
 mod headers;
+mod host;
 pub mod invalidate;
 mod key;
 pub mod layer;

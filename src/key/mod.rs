@@ -2,10 +2,13 @@
 //!
 //! A key is the path, then `?` and the query with its pairs sorted by name
 //! (a stable sort, so repeated names keep their order) and ignored
-//! parameters dropped; then the values of the policy's key headers; then
-//! the scope. Keys longer than [`HASH_ABOVE`] bytes are looked up by a
+//! parameters dropped ([`query`]); then the host the request named, in
+//! one normal form ([`crate::host`]); then the values of the policy's key
+//! headers (credentials hashed); then a keyed hash of the scope. Keys longer than [`HASH_ABOVE`] bytes are looked up by a
 //! 128-bit hash and the full key is compared against the one kept in the
 //! entry, so a collision can never serve the wrong response.
+
+mod query;
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -14,6 +17,8 @@ use http::{HeaderMap, HeaderName};
 
 use crate::policy::RoutePolicy;
 use crate::scope::ScopeHasher;
+pub(crate) use query::in_order;
+use query::push_query;
 
 /// Keys longer than this are stored under a hash of themselves.
 pub(crate) const HASH_ABOVE: usize = 200;
@@ -108,7 +113,7 @@ impl CacheKey {
 /// path are short (at most [`HASH_ABOVE`] bytes), so this stays inline
 /// rather than calling `memchr`.
 #[inline(always)]
-fn has_byte<const N: u8>(b: &[u8]) -> bool {
+pub(super) fn has_byte<const N: u8>(b: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGHS: u64 = ONES << 7;
     let needles = ONES * N as u64;
@@ -198,107 +203,6 @@ fn is_credential(name: &HeaderName, value: &http::HeaderValue) -> bool {
         || name == http::header::COOKIE
 }
 
-/// The name of a query pair (`name=value`, or a bare `name`).
-fn pair_name(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(n, _)| n)
-}
-
-/// Whether the query's pairs are all non-empty, kept, and sorted by name
-/// already. One pair with nothing to drop is the common case, answered
-/// here; more pairs take [`pairs_in_order`].
-#[inline(always)]
-pub(crate) fn in_order(query: &str, policy: &RoutePolicy) -> bool {
-    let ignoring = policy.has_ignored();
-    if !ignoring && !query.is_empty() && !has_byte::<b'&'>(query.as_bytes()) {
-        return true;
-    }
-    pairs_in_order(query, ignoring.then_some(policy))
-}
-
-/// [`in_order`] in one pass over the query's bytes (`ignoring`: the policy
-/// whose ignored parameters must not be present).
-fn pairs_in_order(query: &str, ignoring: Option<&RoutePolicy>) -> bool {
-    let bytes = query.as_bytes();
-    let mut previous: &[u8] = b"";
-    let mut start = 0;
-    let mut name_end = usize::MAX;
-    for i in 0..=bytes.len() {
-        let b = bytes.get(i).copied().unwrap_or(b'&');
-        if b == b'=' && name_end == usize::MAX {
-            name_end = i;
-        } else if b == b'&' {
-            if i == start {
-                return false;
-            }
-            let end = name_end.min(i);
-            let name = &bytes[start..end];
-            if name < previous {
-                return false;
-            }
-            // `&` and `=` are ASCII: these are character boundaries.
-            if ignoring.is_some_and(|policy| policy.ignores(&query[start..end])) {
-                return false;
-            }
-            previous = name;
-            start = i + 1;
-            name_end = usize::MAX;
-        }
-    }
-    true
-}
-
-/// Queries with at most this many pairs are sorted on the stack.
-const STACK_PAIRS: usize = 16;
-
-/// Appends `?` and the query's pairs, empty and ignored ones dropped, sorted
-/// by name (stably: repeated names keep their order); nothing when no pair
-/// is left.
-fn push_query(out: &mut String, query: &str, policy: &RoutePolicy) {
-    // Most queries are already in order with nothing to drop: copied as
-    // they are.
-    if in_order(query, policy) {
-        out.push('?');
-        out.push_str(query);
-        return;
-    }
-    let kept = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| (pair_name(p), p))
-        .filter(|(name, _)| !policy.ignores(name));
-    let mut stack = [("", ""); STACK_PAIRS];
-    let mut heap = Vec::new();
-    let mut n = 0;
-    for pair in kept {
-        if n < STACK_PAIRS {
-            stack[n] = pair;
-        } else {
-            if heap.is_empty() {
-                heap.extend_from_slice(&stack);
-            }
-            heap.push(pair);
-        }
-        n += 1;
-    }
-    let pairs = if n <= STACK_PAIRS {
-        &mut stack[..n]
-    } else {
-        &mut heap[..]
-    };
-    if pairs.is_empty() {
-        return;
-    }
-    // A stable sort: repeated names keep their relative order.
-    pairs.sort_by(|a, b| a.0.cmp(b.0));
-    out.push('?');
-    for (i, (_, pair)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        out.push_str(pair);
-    }
-}
-
 /// What a request's key is made of.
 #[derive(Clone, Copy)]
 pub(crate) struct KeyRequest<'a> {
@@ -314,48 +218,6 @@ pub(crate) struct KeyRequest<'a> {
 
 /// What separates a key's host from its path and query.
 pub(crate) const HOST_MARK: &str = "\nhost:";
-
-/// Whether a host is as keys hold it already: lower-case, without a
-/// default port or a trailing dot, of the bytes a host may hold.
-#[inline]
-pub(crate) fn is_normal_host(host: &str) -> bool {
-    let b = host.as_bytes();
-    !b.is_empty()
-        && b.iter().all(|&c| {
-            c.is_ascii_lowercase()
-                || c.is_ascii_digit()
-                || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'_')
-        })
-        && !b.ends_with(b":80")
-        && !b.ends_with(b":443")
-        && !b.ends_with(b".")
-        && !b.ends_with(b":")
-}
-
-/// A host as keys hold it: ASCII lower-case, without a default port
-/// (`:80`, `:443`), an empty port or a trailing dot. `Err` when it holds
-/// bytes no host may.
-pub(crate) fn normal_host(host: &str) -> Result<String, KeyError> {
-    let mut h = host.trim().to_ascii_lowercase();
-    let valid =
-        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'_');
-    if h.is_empty() || !h.bytes().all(valid) {
-        return Err(KeyError::Malformed);
-    }
-    for port in [":80", ":443", ":"] {
-        if let Some(rest) = h.strip_suffix(port) {
-            h.truncate(rest.len());
-            break;
-        }
-    }
-    while h.ends_with('.') {
-        h.pop();
-    }
-    if h.is_empty() {
-        return Err(KeyError::Malformed);
-    }
-    Ok(h)
-}
 
 /// The key of a request whose key is its path and query as they stand,
 /// then its host (already normal): made in a reused buffer.
@@ -398,7 +260,7 @@ pub(crate) fn build(
     }
     if let Some(host) = host {
         full.push_str(HOST_MARK);
-        full.push_str(&normal_host(host)?);
+        full.push_str(&crate::host::normal_host(host)?);
     }
     if !policy.key_headers.is_empty() {
         full.push_str("\nh");
@@ -429,24 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn hosts_are_keyed_in_one_form() {
-        for (raw, normal) in [
-            ("acme.example", "acme.example"),
-            ("ACME.Example", "acme.example"),
-            ("acme.example:80", "acme.example"),
-            ("acme.example:443", "acme.example"),
-            ("acme.example.", "acme.example"),
-            ("acme.example:8080", "acme.example:8080"),
-            ("[::1]:3000", "[::1]:3000"),
-        ] {
-            assert_eq!(normal_host(raw).unwrap(), normal, "{raw}");
-            assert_eq!(is_normal_host(raw), raw == normal, "{raw}");
-            assert!(is_normal_host(normal), "{normal}");
-        }
-        for bad in ["", "a b", "acme/x", "a\"b", ":80"] {
-            assert!(normal_host(bad).is_err(), "{bad:?}");
-            assert!(!is_normal_host(bad), "{bad:?}");
-        }
+    fn a_key_holds_the_host_in_its_normal_form() {
         let policy = RoutePolicy::ttl(std::time::Duration::from_secs(1));
         let h = ScopeHasher::new(b"t");
         let built = build(
@@ -462,6 +307,7 @@ mod tests {
         assert_eq!(built.full, with_host("/p?a=1", "acme.example").full);
         assert_eq!(built.full, "/p?a=1\nhost:acme.example");
     }
+
     use std::time::Duration;
 
     fn key(path: &str, query: Option<&str>, policy: &RoutePolicy) -> Result<CacheKey, KeyError> {

@@ -192,7 +192,7 @@ impl LayerConfig {
         }
         match self.host(uri, headers) {
             None => Some((route, PlainKey::AsSent(key))),
-            Some(host) if key::is_normal_host(host) => {
+            Some(host) if crate::host::is_normal_host(host) => {
                 let joined = key::with_host(key, host);
                 // A long key is hashed: the general path's job.
                 joined
