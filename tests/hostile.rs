@@ -671,3 +671,119 @@ async fn pass_markers_are_bounded_and_expire() {
     assert_eq!(stats.flights, 1);
     assert_eq!(stats.pass_markers, N + 2);
 }
+
+// ---- 9. a slow client paces no one ----
+
+const BIG: usize = 16 << 20;
+
+/// A body whose chunks (64 KiB each) are all ready at once: an origin
+/// that has the whole export in memory.
+struct Ready {
+    at: usize,
+}
+
+impl http_body::Body for Ready {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let at = self.at;
+        if at == BIG {
+            return Poll::Ready(None);
+        }
+        let end = (at + (64 << 10)).min(BIG);
+        self.at = end;
+        let chunk: Vec<u8> = (at..end).map(|i| (i % 251) as u8).collect();
+        Poll::Ready(Some(Ok(Frame::data(chunk.into()))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact((BIG - self.at) as u64)
+    }
+}
+
+/// A 16 MiB page, produced at once when its gate opens; its bytes name
+/// their offsets, so that a byte out of place shows.
+fn big_page(cache: &Cache, gate: &Gate) -> (Router, Hits) {
+    let hits = Hits::default();
+    let (h, gate) = (hits.clone(), gate.clone());
+    let app = Router::new()
+        .route(
+            "/export",
+            get(move || {
+                let (h, gate) = (h.clone(), gate.clone());
+                async move {
+                    h.bump();
+                    gate.pass().await;
+                    Body::new(Ready { at: 0 })
+                }
+            }),
+        )
+        .layer(CacheLayer::new(cache).route("/export", MIN));
+    (app, hits)
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_keeps_no_waiter_waiting() {
+    let cache = Cache::builder()
+        .max_bytes(256 << 20)
+        .max_body_bytes(32 << 20)
+        // Longer than the test's bound: a waiter paced by the leader's
+        // client would fail the test rather than time out into a miss.
+        .coalesce_timeout(Duration::from_secs(120))
+        .build();
+    let gate = Gate::default();
+    let (app, hits) = big_page(&cache, &gate);
+    let addr = serve(app).await;
+
+    // The leader's client sends its request and reads only the head.
+    let mut leader = tokio::net::TcpStream::connect(addr).await.unwrap();
+    leader
+        .write_all(b"GET /export HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    until("the leader reached the origin", || hits.get() == 1).await;
+    let client = client();
+    let waiter = tokio::spawn({
+        let client = client.clone();
+        async move { fetch(&client, addr, "GET", "/export", &[("host", "x")]).await }
+    });
+    until("the second request waits", || {
+        cache.stats().totals.coalesced == 1
+    })
+    .await;
+    gate.open();
+
+    let seen = within("the waiter's answer", waiter).await.unwrap();
+    assert_eq!(
+        seen.cache_status(),
+        "tower-response-cache; fwd=miss; collapsed"
+    );
+    assert_eq!(seen.body.len(), BIG);
+    assert_eq!(hits.get(), 1);
+
+    // The slow client still gets every byte, in order.
+    let mut received = Vec::new();
+    let read_all = async {
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            let n = leader.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed early");
+            received.extend_from_slice(&buf[..n]);
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+                if received.len() >= end + 4 + BIG {
+                    return end + 4;
+                }
+            }
+        }
+    };
+    let start = within("the leader's whole body", read_all).await;
+    let head = String::from_utf8_lossy(&received[..start]).to_lowercase();
+    assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
+    let body = &received[start..];
+    assert_eq!(body.len(), BIG);
+    assert!(body.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}

@@ -147,6 +147,61 @@ async fn new_variants_of_one_url_never_wait_for_each_other() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn variants_of_a_url_not_yet_known_to_vary_never_wait_for_each_other() {
+    let cache = Cache::builder().build();
+    let calls = Hits::default();
+    let counted = calls.clone();
+    let app = Router::new()
+        .route(
+            "/greeting",
+            get(move |headers: http::HeaderMap| {
+                counted.bump();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let lang = headers
+                        .get("accept-language")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    ([("vary", "accept-language")], format!("hello in {lang}"))
+                }
+            }),
+        )
+        .layer(CacheLayer::new(&cache).ttl(MIN));
+    // Nothing is stored yet: the first request leads, the others wait for
+    // it until its response says it varies, then each goes for its own
+    // variant at once; the two asking for French share one origin call.
+    let started = tokio::time::Instant::now();
+    let languages = ["en", "fr", "de", "fr", "es"];
+    let answers = futures_join(languages.map(|lang| {
+        let app = app.clone();
+        async move { send(&app, get_with("/greeting", "accept-language", lang)).await }
+    }))
+    .await;
+    let took = started.elapsed();
+    for (lang, seen) in languages.iter().zip(&answers) {
+        assert_eq!(seen.text(), format!("hello in {lang}"));
+    }
+    assert!(
+        took < Duration::from_millis(750),
+        "five requests for four new variants took {took:?}"
+    );
+    assert_eq!(calls.get(), 4, "one origin call per variant");
+    let collapsed = answers
+        .iter()
+        .filter(|s| s.cache_status().contains("collapsed"))
+        .count();
+    assert_eq!(
+        collapsed, 1,
+        "the second French request waited for the first"
+    );
+    for lang in ["en", "fr", "de", "es"] {
+        let seen = send(&app, get_with("/greeting", "accept-language", lang)).await;
+        assert!(seen.is_hit(), "{lang}: {}", seen.cache_status());
+    }
+}
+
 /// Runs futures concurrently on this task and collects their outputs.
 async fn futures_join<F: std::future::Future, const N: usize>(futures: [F; N]) -> [F::Output; N] {
     let handles = futures.map(|f| Box::pin(f));

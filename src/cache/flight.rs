@@ -7,6 +7,11 @@
 //! lets later requests on that key skip waiting. A leader that goes away
 //! (its client disconnected) releases its waiters; a waiter that waits too
 //! long goes to the origin.
+//!
+//! A leader whose response turns out to vary (`Vary`) on a URL not known
+//! to vary moves to its own variant's flight and tells its waiters the
+//! header names: each joins its own variant's flight, so that only
+//! requests for the same variant wait for each other.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,7 +23,7 @@ use super::stats::{Counters, Reason};
 use super::Cache;
 
 /// How a leader's origin call ended, as its waiters see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Still under way.
     Pending,
@@ -28,6 +33,9 @@ pub(crate) enum Outcome {
     Pass,
     /// The leader went away: go to the origin.
     Abandoned,
+    /// The response varies on these request headers: join the flight of
+    /// the variant they select.
+    Varies(Arc<[http::HeaderName]>),
 }
 
 /// One key's slot. The id tells one flight from a later one on the same
@@ -205,6 +213,11 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
+    /// The key this flight coalesces on.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Reports the outcome. `pass_until_ms` sets a pass marker for
     /// [`Outcome::Pass`] (0 for none), in the leader's own slot.
     pub(crate) fn finish(mut self, outcome: Outcome, pass_until_ms: u64) {
@@ -215,7 +228,7 @@ impl Leader {
                 table.slots.get(&*self.key),
                 Some(Slot::InFlight { id, .. }) if *id == self.id
             );
-            if own && outcome == Outcome::Pass && pass_until_ms > 0 {
+            if own && matches!(outcome, Outcome::Pass) && pass_until_ms > 0 {
                 let marker = Slot::Pass {
                     id: self.id,
                     until_ms: pass_until_ms,

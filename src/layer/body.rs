@@ -6,6 +6,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::miss::PendingStore;
+use super::relay::{self, Relayed};
 use crate::cache::stats::Reason;
 
 pin_project! {
@@ -32,6 +33,8 @@ pin_project! {
             inner: B,
             tee: Option<Box<Tee>>,
         },
+        // A leader's body, read ahead by a task of its own.
+        Relayed { relay: Relayed },
     }
 }
 
@@ -62,18 +65,35 @@ impl<B> CacheBody<B> {
     }
 
     pub(crate) fn tee(inner: B, pending: Box<PendingStore>, limit: usize) -> Self {
-        let tee = Tee {
-            pending: Some(pending),
-            buf: Vec::new(),
-            len: 0,
-            limit,
-        };
         Self {
             kind: Kind::Inner {
                 inner,
-                tee: Some(Box::new(tee)),
+                tee: Some(Tee::new(pending, limit)),
             },
         }
+    }
+
+    /// A leader's body: read from the origin by a task of its own (when
+    /// there is a runtime to run it on), copied for the store as it comes,
+    /// and queued for the client.
+    pub(crate) fn read_ahead(
+        inner: B,
+        pending: Box<PendingStore>,
+        limit: usize,
+        linger: std::time::Duration,
+    ) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Send + 'static,
+    {
+        let kind = match relay::start(inner, Tee::new(pending, limit), linger) {
+            Ok(relay) => Kind::Relayed { relay },
+            Err((inner, tee)) => Kind::Inner {
+                inner,
+                tee: Some(tee),
+            },
+        };
+        Self { kind }
     }
 }
 
@@ -89,6 +109,7 @@ impl<B> std::fmt::Debug for CacheBody<B> {
                 .debug_struct("CacheBody::Inner")
                 .field("copying", &tee.is_some())
                 .finish(),
+            Kind::Relayed { .. } => f.debug_struct("CacheBody::Relayed").finish(),
         }
     }
 }
@@ -102,7 +123,16 @@ pub(crate) struct Tee {
 }
 
 impl Tee {
-    fn push(&mut self, chunk: &Bytes) -> bool {
+    fn new(pending: Box<PendingStore>, limit: usize) -> Box<Self> {
+        Box::new(Tee {
+            pending: Some(pending),
+            buf: Vec::new(),
+            len: 0,
+            limit,
+        })
+    }
+
+    pub(crate) fn push(&mut self, chunk: &Bytes) -> bool {
         if self.len + chunk.len() > self.limit {
             self.abandon(Reason::TooLarge);
             return false;
@@ -114,14 +144,14 @@ impl Tee {
         true
     }
 
-    fn abandon(&mut self, reason: Reason) {
+    pub(crate) fn abandon(&mut self, reason: Reason) {
         if let Some(pending) = self.pending.take() {
             pending.not_stored(reason);
         }
         self.buf.clear();
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(pending) = self.pending.take() {
             // One owned buffer of exactly the body's size: the entry must
             // not keep the connection's or the handler's buffers alive.
@@ -150,6 +180,7 @@ impl Drop for Tee {
 impl<B> Body for CacheBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: 'static,
 {
     type Data = Bytes;
     type Error = B::Error;
@@ -193,6 +224,15 @@ where
                 }
                 Poll::Ready(frame)
             }
+            KindProj::Relayed { relay } => {
+                let frame = ready!(relay.poll_frame(cx));
+                Poll::Ready(frame.map(|f| {
+                    f.map_err(|e| match e.downcast::<B::Error>() {
+                        Ok(e) => *e,
+                        Err(_) => unreachable!("a relay carries its own body's error"),
+                    })
+                }))
+            }
         }
     }
 
@@ -201,6 +241,7 @@ where
             Kind::Stored { data } => data.is_none(),
             Kind::Head => false,
             Kind::Inner { inner, .. } => inner.is_end_stream(),
+            Kind::Relayed { relay } => relay.is_end_stream(),
         }
     }
 
@@ -211,6 +252,7 @@ where
             }
             Kind::Head => SizeHint::default(),
             Kind::Inner { inner, .. } => inner.size_hint(),
+            Kind::Relayed { relay } => relay.size_hint(),
         }
     }
 }

@@ -122,6 +122,7 @@ where
     S: Origin<ReqBody, ResBody>,
     ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send + 'static,
 {
     let KeyedRequest {
         key,
@@ -194,7 +195,10 @@ where
                 Join::Pass
             };
             match join {
-                Join::Leader(flight) => miss.flight = Some(flight),
+                Join::Leader(flight) => {
+                    miss.flight = Some(flight);
+                    miss.read_ahead = true;
+                }
                 Join::Pass => {}
                 Join::Follower(rx) => {
                     cache.record(Some(&route.stats), Event::Coalesced);
@@ -225,6 +229,7 @@ where
     S: Origin<ReqBody, ResBody>,
     ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send + 'static,
 {
     let now_ms = cache.shared.clock.now_ms();
     let probe = Probe {
@@ -277,21 +282,39 @@ async fn wait_then_call<S, ReqBody, ResBody>(
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: http_body::Body<Data = Bytes>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send + 'static,
 {
     let shared = &miss.cache.shared;
-    let waited = tokio::time::timeout(
-        shared.coalesce_timeout,
-        rx.wait_for(|o| *o != Outcome::Pending),
-    )
-    .await
-    .map(|r| r.map(|outcome| *outcome));
-    let outcome = match waited {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(_)) => Outcome::Abandoned,
-        Err(_) => {
-            Counters::add(&shared.extra.coalesce_timeouts);
-            Outcome::Pending
+    let deadline = tokio::time::Instant::now() + shared.coalesce_timeout;
+    let outcome = loop {
+        let waited = tokio::time::timeout_at(deadline, rx.wait_for(|o| *o != Outcome::Pending))
+            .await
+            .map(|r| r.map(|outcome| outcome.clone()));
+        let outcome = match waited {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Outcome::Abandoned,
+            Err(_) => {
+                Counters::add(&shared.extra.coalesce_timeouts);
+                Outcome::Pending
+            }
+        };
+        let Outcome::Varies(names) = outcome else {
+            break outcome;
+        };
+        // The response varies: wait for this request's own variant, or
+        // lead its flight.
+        let variant = miss
+            .key
+            .variant(&names, req.headers(), &shared.scope_hasher);
+        match shared.flights.join(variant.lookup(), shared.clock.now_ms()) {
+            Join::Follower(next) => rx = next,
+            Join::Leader(flight) => {
+                miss.flight = Some(flight);
+                miss.read_ahead = true;
+                break Outcome::Pass;
+            }
+            Join::Pass => break Outcome::Pass,
         }
     };
     let now_ms = shared.clock.now_ms();
@@ -336,7 +359,8 @@ where
 async fn refresh<F, B, E>(future: F, miss: Miss)
 where
     F: std::future::Future<Output = Result<Response<B>, E>>,
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Send + 'static,
 {
     let forwarded = ResponseFuture::<F, B, E>::forward(future, OnResponse::Miss(Box::new(miss)));
     let Ok(response) = forwarded.await else {

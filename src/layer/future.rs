@@ -95,7 +95,8 @@ impl<F, B, E> ResponseFuture<F, B, E> {
 impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: http_body::Body<Data = bytes::Bytes>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Send + 'static,
 {
     type Output = Result<Response<CacheBody<B>>, E>;
 

@@ -12,7 +12,7 @@ use super::classify::client_uri;
 use super::respond::respond;
 use super::CacheBody;
 use crate::cache::backend::Backend;
-use crate::cache::flight::{Leader, Outcome};
+use crate::cache::flight::{Join, Leader, Outcome};
 use crate::cache::lookup::VaryMarker;
 use crate::cache::stats::{Counters, Event, Reason};
 use crate::cache::Cache;
@@ -41,6 +41,10 @@ pub(crate) struct Miss {
     pub(crate) head: bool,
     /// This miss leads a coalesced flight.
     pub(crate) flight: Option<Leader>,
+    /// Its response body is read from the origin at the origin's pace, not
+    /// its client's, so that its waiters never wait for a slow client (see
+    /// `relay`): set for a leader whose client gets the body.
+    pub(crate) read_ahead: bool,
     /// An expired entry still inside its stale-if-error window.
     pub(crate) stale: Option<Arc<Entry>>,
     /// The request's span, for what is decided after the response head.
@@ -187,6 +191,7 @@ impl Miss {
             born_ms: read.now_ms,
             head,
             flight: None,
+            read_ahead: false,
             stale: None,
             span: tracing::Span::current(),
         }
@@ -261,6 +266,21 @@ impl Miss {
                 key.variant(&names, &request_headers, &cache.shared.scope_hasher),
                 Some((key, names)),
             )
+        };
+        let flight = match (flight, &primary) {
+            // The URL was not known to vary, so the flight is the URL's:
+            // its waiters may want other variants. This response's moves to
+            // its variant's flight, and the waiters each join their own.
+            (Some(leader), Some((url, names))) if leader.key() == url.lookup() => {
+                let now_ms = cache.shared.clock.now_ms();
+                let moved = match cache.shared.flights.join(key.lookup(), now_ms) {
+                    Join::Leader(moved) => Some(moved),
+                    Join::Follower(_) | Join::Pass => None,
+                };
+                leader.finish(Outcome::Varies(Arc::from(&names[..])), 0);
+                moved
+            }
+            (flight, _) => flight,
         };
         // Cloned for now; the entry copies their bytes into its own buffer.
         let stored_headers: Vec<(HeaderName, HeaderValue)> = response
@@ -372,9 +392,12 @@ pub(crate) fn serve_stale<B>(
 /// when it may be, passed through (saying why) when not.
 pub(crate) fn finish_miss<B>(miss: Box<Miss>, mut response: Response<B>) -> Response<CacheBody<B>>
 where
-    B: http_body::Body<Data = bytes::Bytes>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Send + 'static,
 {
     let limit = miss.cache.shared.max_body_bytes;
+    let read_ahead = miss.read_ahead;
+    let linger = miss.cache.shared.coalesce_timeout;
     match miss.decide(&mut response) {
         Ok(pending) => {
             add_status(&mut response, "miss", None, true);
@@ -383,6 +406,10 @@ where
                 // Nothing will be polled: store the empty body now.
                 pending.store(bytes::Bytes::new());
                 return Response::from_parts(parts, CacheBody::passthrough(body));
+            }
+            if read_ahead && pending.flight.is_some() {
+                let body = CacheBody::read_ahead(body, pending, limit, linger);
+                return Response::from_parts(parts, body);
             }
             Response::from_parts(parts, CacheBody::tee(body, pending, limit))
         }

@@ -15,6 +15,8 @@
 //! - `respond`: answers made from an entry (hit, HEAD, 304, stale);
 //! - `miss`: deciding from the response head whether it may be stored, and
 //!   handing the finished body to the store;
+//! - `relay`: a coalesced leader's body, read from the origin at the
+//!   origin's pace so that waiters never wait for a slow client;
 //! - `future` and `body`: the named future and body the service returns.
 
 mod body;
@@ -24,6 +26,7 @@ mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod miss;
+mod relay;
 mod respond;
 mod service;
 mod trace;

@@ -83,6 +83,7 @@ where
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Send + 'static,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
@@ -154,6 +155,7 @@ impl<S> CacheService<S> {
         S: Origin<ReqBody, ResBody>,
         ReqBody: Send + 'static,
         ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Send + 'static,
     {
         let config = &*self.config;
         let cache = &config.cache;
