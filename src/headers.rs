@@ -1,4 +1,5 @@
-//! Header helpers: `Cache-Control` parsing, `Cache-Status` (RFC 9211) and `Age`.
+//! Header helpers: `Vary`, `Cache-Status` (RFC 9211), `Age` and the
+//! validators the cache computes (`Cache-Control` is read in `freshness`).
 
 use std::sync::OnceLock;
 
@@ -9,49 +10,6 @@ pub(crate) const CACHE_NAME: &str = "tower-response-cache";
 
 /// `Cache-Status`, not yet in the `http` crate's list of standard names.
 pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-
-/// What a response's `Cache-Control` says about shared caching.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ResponseDirectives {
-    /// `no-store`, `private` or `no-cache` was present.
-    pub(crate) forbids_store: bool,
-    /// `stale-while-revalidate=N`, in seconds.
-    pub(crate) stale_while_revalidate: Option<u64>,
-    /// `stale-if-error=N`, in seconds.
-    pub(crate) stale_if_error: Option<u64>,
-}
-
-/// Parses every `Cache-Control` value of a response (directives are
-/// case-insensitive and may be spread over several header lines).
-pub(crate) fn response_directives(headers: &HeaderMap) -> ResponseDirectives {
-    let mut out = ResponseDirectives::default();
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        let Ok(value) = value.to_str() else {
-            // An unreadable Cache-Control is treated as the strictest one.
-            out.forbids_store = true;
-            continue;
-        };
-        for directive in value.split(',') {
-            let mut kv = directive.splitn(2, '=');
-            let name = kv.next().unwrap_or("").trim();
-            let secs = kv
-                .next()
-                .and_then(|v| v.trim().trim_matches('"').parse::<u64>().ok());
-            if name.eq_ignore_ascii_case("stale-while-revalidate") {
-                out.stale_while_revalidate = secs;
-            } else if name.eq_ignore_ascii_case("stale-if-error") {
-                out.stale_if_error = secs;
-            }
-            if name.eq_ignore_ascii_case("no-store")
-                || name.eq_ignore_ascii_case("private")
-                || name.eq_ignore_ascii_case("no-cache")
-            {
-                out.forbids_store = true;
-            }
-        }
-    }
-    out
-}
 
 /// The header names a response's `Vary` lists, lower-cased, sorted and
 /// deduplicated; `Err(())` for `Vary: *` (never storable).
@@ -184,7 +142,17 @@ pub(crate) fn not_modified(
 /// A weak validator is all `If-None-Match` needs.
 pub(crate) fn computed_etag(body: &[u8]) -> HeaderValue {
     let h = xxhash_rust::xxh3::xxh3_128(body);
-    HeaderValue::try_from(format!("W/\"{h:032x}\"")).expect("hex is a valid header value")
+    HeaderValue::try_from(format!("{COMPUTED_ETAG_PREFIX}{h:032x}\""))
+        .expect("hex is a valid header value")
+}
+
+/// How every `ETag` the cache computes begins: what tells it from one the
+/// origin made, so that it is never sent upstream as the origin's.
+const COMPUTED_ETAG_PREFIX: &str = "W/\"trc-";
+
+/// Whether an entity tag is one the cache computed.
+pub(crate) fn is_computed_etag(tag: &HeaderValue) -> bool {
+    tag.as_bytes().starts_with(COMPUTED_ETAG_PREFIX.as_bytes())
 }
 
 /// Numbers below this get their header values (`Age` and the hit
@@ -258,18 +226,6 @@ pub(crate) fn small_number(n: usize) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn directives_are_case_insensitive_and_split() {
-        let mut h = HeaderMap::new();
-        h.append(header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
-        assert!(!response_directives(&h).forbids_store);
-        h.append(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, Private"),
-        );
-        assert!(response_directives(&h).forbids_store);
-    }
 
     #[test]
     fn vary_star_and_lists() {

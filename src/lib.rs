@@ -226,6 +226,7 @@
 #[cfg(feature = "axum")]
 mod admin;
 mod cache;
+mod freshness;
 mod headers;
 mod host;
 pub mod invalidate;

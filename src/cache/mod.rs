@@ -165,6 +165,12 @@ impl Cache {
             coalesce_timeouts: self.shared.extra.coalesce_timeouts.load(Ordering::Relaxed),
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),
+            revalidations: self.shared.extra.revalidations.load(Ordering::Relaxed),
+            revalidated: self
+                .shared
+                .extra
+                .not_modified_upstream
+                .load(Ordering::Relaxed),
             store_errors: self.shared.extra.store_errors.load(Ordering::Relaxed),
             owed_flush_records: match self.shared.unconfirmed.len() {
                 usize::MAX => u64::MAX,

@@ -16,6 +16,7 @@ use crate::cache::flight::{Join, Leader, Outcome};
 use crate::cache::lookup::VaryMarker;
 use crate::cache::stats::{Counters, Event, Reason};
 use crate::cache::Cache;
+use crate::freshness::{Exchange, Grace, Mode, Refusal};
 use crate::headers;
 use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
@@ -99,6 +100,7 @@ impl PendingStore {
                 born_ms: parts.born_ms,
                 fresh_until_ms: parts.fresh_until_ms,
                 grace_until_ms: parts.grace_until_ms,
+                stale_if_error_until_ms: parts.stale_if_error_until_ms,
                 stale_while_revalidate_until_ms: parts.stale_while_revalidate_until_ms,
                 path: parts.path.clone(),
                 vary: Some(names.into_vec()),
@@ -211,23 +213,33 @@ impl Miss {
         use crate::policy::{CacheTags, CacheTtl, NoStore};
         let ext = response.extensions_mut();
         let no_store = ext.remove::<NoStore>().is_some();
-        let ttl = ext
-            .remove::<CacheTtl>()
-            .map_or(self.route.policy.ttl, |t| t.0);
+        let handler_ttl = ext.remove::<CacheTtl>().map(|t| t.0);
         let extra_tags = ext.remove::<CacheTags>();
-        let directives = headers::response_directives(response.headers());
+        let policy = &self.route.policy;
+        // A TTL the handler set is the lifetime, whatever the route's mode.
+        let mut freshness = std::borrow::Cow::Borrowed(&policy.freshness);
+        if handler_ttl.is_some() && freshness.mode == Mode::Response {
+            freshness.to_mut().mode = Mode::Fixed;
+        }
+        let ttl = handler_ttl.unwrap_or(policy.ttl);
+        let fixed = freshness.mode == Mode::Fixed;
+        let status = response.status();
+        let status_allowed = policy.status_allowed(status)
+            || (!fixed
+                && freshness.explicit(response.headers())
+                && status.as_u16() >= 200
+                && status != StatusCode::PARTIAL_CONTENT
+                && status != StatusCode::NOT_MODIFIED);
         let reason = if self.head {
             Some(Reason::Head)
         } else if asks_no_store(&self.request_headers) {
             Some(Reason::RequestNoStore)
-        } else if no_store || ttl.is_zero() {
+        } else if no_store || (fixed && ttl.is_zero()) {
             Some(Reason::Handler)
-        } else if !self.route.policy.status_allowed(response.status()) {
+        } else if !status_allowed {
             Some(Reason::Status)
         } else if response.headers().contains_key(header::SET_COOKIE) {
             Some(Reason::SetCookie)
-        } else if directives.forbids_store {
-            Some(Reason::CacheControl)
         } else if headers::is_event_stream(response.headers()) {
             Some(Reason::EventStream)
         } else if response.body().size_hint().lower() > self.cache.shared.max_body_bytes as u64 {
@@ -238,6 +250,23 @@ impl Miss {
         if let Some(reason) = reason {
             return Err((self, reason));
         }
+        let exchange = Exchange {
+            request_ms: self.born_ms,
+            response_ms: self.cache.shared.clock.now_ms().max(self.born_ms),
+        };
+        let grace = Grace {
+            stale_while_revalidate: policy.stale_while_revalidate,
+            stale_if_error: policy.stale_if_error,
+        };
+        let timing = match freshness.timing(status, response.headers(), exchange, ttl, grace) {
+            Ok(timing) => timing,
+            Err(Refusal::CacheControl) => return Err((self, Reason::CacheControl)),
+            Err(Refusal::NoFreshness) => return Err((self, Reason::NoFreshness)),
+        };
+        let strip = freshness
+            .targeted
+            .as_ref()
+            .and_then(|(name, strip)| strip.then(|| name.clone()));
         let Ok(length) = declared_length(response) else {
             return Err((self, Reason::LengthMismatch));
         };
@@ -254,7 +283,6 @@ impl Miss {
             path,
             request_headers,
             born,
-            born_ms,
             ..
         } = *self;
         let key_hash = crate::invalidate::index::key_hash(&key.full);
@@ -286,23 +314,13 @@ impl Miss {
         let stored_headers: Vec<(HeaderName, HeaderValue)> = response
             .headers()
             .iter()
-            .filter(|(n, _)| !headers::is_unstorable_header(n))
+            .filter(|(n, _)| !headers::is_unstorable_header(n) && strip.as_ref() != Some(*n))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let mut tags: Vec<String> = route.policy.tags.iter().map(|t| t.to_string()).collect();
         if let Some(CacheTags(extra)) = extra_tags {
             tags.extend(extra);
         }
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let fresh_until_ms = born_ms.saturating_add(ms(ttl));
-        let swr = directives
-            .stale_while_revalidate
-            .map_or(ms(route.policy.stale_while_revalidate), |s| {
-                s.saturating_mul(1000)
-            });
-        let sie = directives
-            .stale_if_error
-            .map_or(ms(route.policy.stale_if_error), |s| s.saturating_mul(1000));
         Ok(Box::new(PendingStore {
             counters: route.stats.clone(),
             cache,
@@ -316,10 +334,11 @@ impl Miss {
                 headers: stored_headers,
                 born,
                 key_hash,
-                born_ms,
-                fresh_until_ms,
-                stale_while_revalidate_until_ms: fresh_until_ms.saturating_add(swr),
-                grace_until_ms: fresh_until_ms.saturating_add(swr.max(sie)),
+                born_ms: timing.born_ms,
+                fresh_until_ms: timing.fresh_until_ms,
+                stale_while_revalidate_until_ms: timing.stale_while_revalidate_until_ms,
+                stale_if_error_until_ms: timing.stale_if_error_until_ms,
+                grace_until_ms: timing.keep_until_ms,
                 path: path.into(),
                 tags,
                 ..EntryParts::default()
@@ -365,7 +384,7 @@ pub(crate) fn asks_no_store(headers: &HeaderMap) -> bool {
 /// The stale entry of a miss, if its stale-if-error window is still open.
 pub(crate) fn usable_stale(miss: &Miss) -> Option<Arc<Entry>> {
     let stale = miss.stale.as_ref()?;
-    (miss.cache.shared.clock.now_ms() < stale.grace_until_ms()).then(|| stale.clone())
+    (miss.cache.shared.clock.now_ms() < stale.stale_if_error_until_ms()).then(|| stale.clone())
 }
 
 /// Answers an origin failure with a stale entry (stale-if-error). The
@@ -398,7 +417,16 @@ where
     let limit = miss.cache.shared.max_body_bytes;
     let read_ahead = miss.read_ahead;
     let linger = miss.cache.shared.coalesce_timeout;
-    match miss.decide(&mut response) {
+    let strip = match &miss.route.policy.freshness.targeted {
+        Some((name, true)) => Some(name.clone()),
+        _ => None,
+    };
+    let decided = miss.decide(&mut response);
+    if let Some(name) = strip {
+        // The targeted field is this cache's alone.
+        response.headers_mut().remove(name);
+    }
+    match decided {
         Ok(pending) => {
             add_status(&mut response, "miss", None, true);
             let (parts, body) = response.into_parts();
