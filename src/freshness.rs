@@ -252,11 +252,8 @@ pub(crate) fn request_directives(headers: &HeaderMap) -> RequestDirectives {
                 "max-age" => set(&mut out.max_age, delta(arg)),
                 "min-fresh" => set(&mut out.min_fresh, delta(arg)),
                 "max-stale" => {
-                    out.max_stale = Some(match arg {
-                        None => None,
-                        // An unreadable limit allows no staleness.
-                        Some(a) => Some(delta(Some(a)).unwrap_or(0)),
-                    })
+                    // An unreadable limit allows no staleness.
+                    out.max_stale = Some(arg.map(|a| delta(Some(a)).unwrap_or(0)))
                 }
                 "no-cache" => out.no_cache = true,
                 "no-store" => out.no_store = true,
@@ -475,7 +472,7 @@ impl Freshness {
         let now = date_ms.unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| ms(d))
+                .map_or(0, ms)
         });
         Some((now.saturating_sub(modified) / 10).min(ms(max)))
     }

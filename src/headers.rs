@@ -90,6 +90,12 @@ pub(crate) fn stale(ttl_secs: i64, detail: &'static str) -> HeaderValue {
     .expect("Cache-Status is built from tokens")
 }
 
+/// The `Cache-Status` of an answer from an entry the origin has just
+/// revalidated (a `304` to the cache's conditional request).
+pub(crate) fn revalidated() -> HeaderValue {
+    HeaderValue::from_static("tower-response-cache; fwd=stale; fwd-status=304; stored")
+}
+
 /// A `Cache-Status` value for a stale entry served in place of an origin
 /// failure.
 pub(crate) fn stale_if_error(fwd_status: Option<u16>) -> HeaderValue {

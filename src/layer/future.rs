@@ -8,6 +8,7 @@ use pin_project_lite::pin_project;
 
 use super::miss::{add_status, finish_miss, serve_stale, usable_stale, Miss};
 use super::respond::respond_hit;
+use super::revalidate::freshen;
 use super::CacheBody;
 use crate::cache::stats::Reason;
 use crate::store::Entry;
@@ -126,6 +127,10 @@ where
                     }
                     (OnResponse::Bypass(_) | OnResponse::Untouched, Err(e)) => Err(e),
                     (OnResponse::Miss(miss), Ok(response)) => {
+                        if miss.revalidating && response.status() == http::StatusCode::NOT_MODIFIED
+                        {
+                            return Poll::Ready(Ok(freshen(miss, response)));
+                        }
                         if response.status().is_server_error() {
                             if let Some(stale) = usable_stale(&miss) {
                                 return Poll::Ready(Ok(serve_stale(

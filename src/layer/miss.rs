@@ -46,8 +46,11 @@ pub(crate) struct Miss {
     /// its client's, so that its waiters never wait for a slow client (see
     /// `relay`): set for a leader whose client gets the body.
     pub(crate) read_ahead: bool,
-    /// An expired entry still inside its stale-if-error window.
+    /// An expired entry still kept (for stale-if-error, or to revalidate).
     pub(crate) stale: Option<Arc<Entry>>,
+    /// The request went upstream with `stale`'s validators: a `304`
+    /// freshens it.
+    pub(crate) revalidating: bool,
     /// The request's span, for what is decided after the response head.
     pub(crate) span: tracing::Span,
 }
@@ -80,10 +83,12 @@ impl PendingStore {
         }
     }
 
-    pub(crate) fn store(mut self: Box<Self>, body: Bytes) {
+    /// Stores the response with its body; the entry made (`None` when the
+    /// body is not the length the response declared).
+    pub(crate) fn store(mut self: Box<Self>, body: Bytes) -> Option<Arc<Entry>> {
         if self.length.is_some_and(|n| n != body.len() as u64) {
             self.not_stored(Reason::LengthMismatch);
-            return;
+            return None;
         }
         let mut parts = std::mem::take(&mut self.entry);
         if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
@@ -109,22 +114,24 @@ impl PendingStore {
             let marker = Entry::keyed(marker, &primary.full).expect("200 is a valid status");
             (primary, marker)
         });
-        let entry = Entry::keyed(parts, &self.key.full).expect("the origin's status is valid");
+        let entry =
+            Arc::new(Entry::keyed(parts, &self.key.full).expect("the origin's status is valid"));
         let Backend::Memory(memory) = &self.cache.shared.backend else {
-            self.store_remote(Arc::new(entry), marker);
-            return;
+            self.store_remote(entry.clone(), marker);
+            return Some(entry);
         };
         let weight = entry.weight();
-        if !memory.put_now(self.key.lookup(), Arc::new(entry)) {
+        if !memory.put_now(self.key.lookup(), entry.clone()) {
             self.cache.record(Some(&self.counters), Event::Rejected);
             self.not_stored(Reason::Rejected);
-            return;
+            return Some(entry);
         }
         if let Some((primary, marker)) = marker {
             // The marker saying where the variants are.
             memory.put_now(primary.lookup(), Arc::new(marker));
         }
         self.stored(weight);
+        Some(entry)
     }
 
     /// Counts and traces a stored response, and hands it to the waiters.
@@ -195,6 +202,7 @@ impl Miss {
             flight: None,
             read_ahead: false,
             stale: None,
+            revalidating: false,
             span: tracing::Span::current(),
         }
     }
@@ -432,7 +440,7 @@ where
             let (parts, body) = response.into_parts();
             if body.is_end_stream() {
                 // Nothing will be polled: store the empty body now.
-                pending.store(bytes::Bytes::new());
+                let _ = pending.store(bytes::Bytes::new());
                 return Response::from_parts(parts, CacheBody::passthrough(body));
             }
             if read_ahead && pending.flight.is_some() {

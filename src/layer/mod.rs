@@ -15,6 +15,8 @@
 //! - `respond`: answers made from an entry (hit, HEAD, 304, stale);
 //! - `miss`: deciding from the response head whether it may be stored, and
 //!   handing the finished body to the store;
+//! - `revalidate`: conditional requests for stale entries, the `304`s that
+//!   freshen them, and the request directives a layer may honour;
 //! - `relay`: a coalesced leader's body, read from the origin at the
 //!   origin's pace so that waiters never wait for a slow client;
 //! - `future` and `body`: the named future and body the service returns.
@@ -28,6 +30,7 @@ mod layer;
 mod miss;
 mod relay;
 mod respond;
+mod revalidate;
 mod service;
 mod trace;
 

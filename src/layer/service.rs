@@ -105,7 +105,9 @@ where
         // request's path and query as they stand.
         let mut first = None;
         let flags = RequestFlags::of(req.headers());
-        if let (Backend::Memory(memory), None) = (&shared.backend, flags.refuse) {
+        let directives = flags.directives && config.request_directives;
+        if let (Backend::Memory(memory), None, false) = (&shared.backend, flags.refuse, directives)
+        {
             let uri = client_uri(req.uri(), req.extensions());
             if let Some((route, plain)) =
                 config.plain_key(req.uri(), uri, req.headers(), flags, shared.max_key_bytes)
@@ -183,11 +185,14 @@ impl<S> CacheService<S> {
             return bypass(&mut self.inner, cache, req, reason, Some(route));
         }
         let span = request_span(&key.full, route);
+        let directives = (flags.directives && config.request_directives)
+            .then(|| Box::new(crate::freshness::request_directives(&parts.headers)));
         let request = KeyedRequest {
             key,
             parts,
             body,
             head,
+            directives,
         };
         let memory = match &shared.backend {
             Backend::Memory(memory) => memory,
