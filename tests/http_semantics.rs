@@ -667,3 +667,58 @@ async fn one_range_of_a_stored_response_is_answered_from_it() {
     assert_eq!(head.status, StatusCode::OK);
     assert_eq!(head.header("content-length"), Some("10"));
 }
+
+#[tokio::test]
+async fn the_headers_the_cache_adds_are_the_same_on_the_storing_miss_as_on_its_hits() {
+    let app = |cache: &Cache| {
+        Router::new()
+            .route("/plain", get(|| async { "plain" }))
+            .route("/tagged", get(|| async { ([("etag", "\"t\"")], "tagged") }))
+            .layer(CacheLayer::new(cache).ttl(60 * SEC))
+    };
+    let added = |seen: &Seen| {
+        let mut names: Vec<&str> = ["etag", "cache-status"]
+            .into_iter()
+            .filter(|n| seen.headers.contains_key(*n))
+            .collect();
+        names.sort_unstable();
+        names
+    };
+    let client = client();
+    let cache = Cache::builder().build();
+    let addr = serve(app(&cache)).await;
+    let miss = fetch(&client, addr, "GET", "/plain", &[]).await;
+    let hit = fetch(&client, addr, "GET", "/plain", &[]).await;
+    assert!(hit.is_hit());
+    assert_eq!(added(&miss), ["cache-status", "etag"]);
+    assert_eq!(added(&hit), added(&miss));
+    assert_eq!(miss.header("etag"), hit.header("etag"));
+    let etag = hit.header("etag").unwrap().to_owned();
+    let nm = fetch(&client, addr, "GET", "/plain", &[("if-none-match", &etag)]).await;
+    assert_eq!(nm.status, StatusCode::NOT_MODIFIED);
+
+    // Lean: Age alone on a hit; the origin's validators kept and answered.
+    let cache = Cache::builder().lean_headers().build();
+    let addr = serve(app(&cache)).await;
+    let miss = fetch(&client, addr, "GET", "/plain", &[]).await;
+    let hit = fetch(&client, addr, "GET", "/plain", &[]).await;
+    assert!(added(&miss).is_empty() && added(&hit).is_empty());
+    assert_eq!(hit.header("age"), Some("0"));
+    assert_eq!(cache.stats().totals.hits, 1);
+    fetch(&client, addr, "GET", "/tagged", &[]).await;
+    let hit = fetch(&client, addr, "GET", "/tagged", &[]).await;
+    assert_eq!(added(&hit), ["etag"]);
+    let nm = fetch(
+        &client,
+        addr,
+        "GET",
+        "/tagged",
+        &[("if-none-match", "\"t\"")],
+    )
+    .await;
+    assert_eq!(nm.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(nm.header("cache-status"), None);
+    // Nor on what bypasses.
+    let post = fetch(&client, addr, "POST", "/plain", &[]).await;
+    assert_eq!(post.header("cache-status"), None);
+}

@@ -57,6 +57,10 @@ pub(crate) struct Shared {
     pub(crate) unconfirmed: unconfirmed::Unconfirmed,
     /// What keys hold of a route's scope value.
     pub(crate) scope_hasher: crate::scope::ScopeHasher,
+    /// The lean header profile: no `Cache-Status`, no computed `ETag`.
+    pub(crate) lean: bool,
+    /// Where the `ETag`s the cache computes come from.
+    pub(crate) tags: crate::headers::TagSource,
 }
 
 /// A shared response cache: the store, the invalidation index and the

@@ -480,5 +480,6 @@ where
         reason = reason.as_str(),
         "cache decision"
     );
-    ResponseFuture::forward(inner.call(req), OnResponse::Bypass(reason))
+    let lean = cache.shared.lean;
+    ResponseFuture::forward(inner.call(req), OnResponse::Bypass { reason, lean })
 }

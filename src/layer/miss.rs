@@ -91,11 +91,6 @@ impl PendingStore {
             return None;
         }
         let mut parts = std::mem::take(&mut self.entry);
-        if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
-            parts
-                .headers
-                .push((header::ETAG, headers::computed_etag(&body)));
-        }
         parts.body = body;
         let marker = self.primary.take().map(|(primary, names)| {
             let marker = EntryParts {
@@ -318,6 +313,13 @@ impl Miss {
             }
             (flight, _) => flight,
         };
+        if !cache.shared.lean && !response.headers().contains_key(header::ETAG) {
+            // A validator of the cache's own, on this response as on every
+            // hit of the entry it becomes (the last header: where entries
+            // keep it apart).
+            let tag = cache.shared.tags.next(key_hash);
+            response.headers_mut().insert(header::ETAG, tag);
+        }
         // Cloned for now; the entry copies their bytes into its own buffer.
         let stored_headers: Vec<(HeaderName, HeaderValue)> = response
             .headers()
@@ -329,6 +331,7 @@ impl Miss {
         if let Some(CacheTags(extra)) = extra_tags {
             tags.extend(extra);
         }
+        let lean = cache.shared.lean;
         Ok(Box::new(PendingStore {
             counters: route.stats.clone(),
             cache,
@@ -347,6 +350,7 @@ impl Miss {
                 stale_while_revalidate_until_ms: timing.stale_while_revalidate_until_ms,
                 stale_if_error_until_ms: timing.stale_if_error_until_ms,
                 grace_until_ms: timing.keep_until_ms,
+                lean,
                 path: path.into(),
                 tags,
                 ..EntryParts::default()
@@ -429,6 +433,7 @@ where
         Some((name, true)) => Some(name.clone()),
         _ => None,
     };
+    let lean = miss.cache.shared.lean;
     let decided = miss.decide(&mut response);
     if let Some(name) = strip {
         // The targeted field is this cache's alone.
@@ -436,7 +441,9 @@ where
     }
     match decided {
         Ok(pending) => {
-            add_status(&mut response, "miss", None, true);
+            if !lean {
+                add_status(&mut response, "miss", None, true);
+            }
             let (parts, body) = response.into_parts();
             if body.is_end_stream() {
                 // Nothing will be polled: store the empty body now.
@@ -457,7 +464,9 @@ where
             if let Some(flight) = miss.flight.take() {
                 cache.end_flight(flight, reason);
             }
-            add_status(&mut response, "miss", Some(reason), false);
+            if !lean {
+                add_status(&mut response, "miss", Some(reason), false);
+            }
             response.map(CacheBody::passthrough)
         }
     }

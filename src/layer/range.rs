@@ -107,7 +107,9 @@ pub(crate) fn answer<B>(entry: &Entry, now_ms: u64, range: Ranged) -> Response<C
                 header::CONTENT_RANGE,
                 HeaderValue::try_from(value).expect("digits are a valid value"),
             );
-            out.insert(crate::headers::CACHE_STATUS.clone(), status);
+            if !entry.lean_headers() {
+                out.insert(crate::headers::CACHE_STATUS.clone(), status);
+            }
             response
         }
     }
