@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
-use crate::invalidate::index::normalise_prefix;
+use crate::invalidate::target::normalise_prefix;
 use crate::invalidate::Target;
 
 /// The most entries one `GET /entries` page lists.

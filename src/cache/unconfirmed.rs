@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::invalidate::index::{for_each_prefix, tag_hash};
+use crate::invalidate::target::{for_each_prefix, tag_hash};
 use crate::store::Entry;
 
 /// The most owed record hashes kept one by one.
