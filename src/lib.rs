@@ -177,6 +177,25 @@
 //! is chosen so that an entry of `max_body_bytes` always fits one shard;
 //! heavier entries are refused and counted (`rejected_inserts`).
 //!
+//! Everything that grows with what clients send is bounded, whatever the
+//! request rate; [`CacheBuilder::max_bytes`] bounds the entries and the
+//! invalidation index together, and the rest has a fixed bound beside it:
+//!
+//! | structure | grows with | bound | in `max_bytes` |
+//! |---|---|---|---|
+//! | entries, `Vary` variants and the markers that point to them | distinct keys, distinct values of the headers a response varies on | weighed as above, evicted past what the index leaves ([`Stats::bytes`]) | yes |
+//! | invalidation index | distinct prefixes, tags and requests flushed | an eighth of `max_bytes` at most, 63 bytes a record at most (114,688 records in 64 MiB, [`Stats::index_bytes`]); past it, the oldest record goes first and every entry born before it counts as flushed | yes: the store yields the room as the index needs it |
+//! | coalescing table: origin calls under way, pass markers | concurrent misses, distinct uncacheable keys | 4,096 slots, under 3 MiB ([`Stats::flights`]) | beside it |
+//! | flushes a network store could not record | failed flushes during an outage | 256 retried one by one, naming 4,096 record hashes and 256 KiB of prefixes and tags in all (about 1 MiB at most, with their tasks); past any of these, one flush of everything, retried for all of them, and nothing served from the cache until it lands | beside it |
+//! | statistics and metric labels | — | one set of counters (under 400 bytes) per rule pattern and `*`, never per path or key | beside it |
+//! | near cache (`redis` feature) | entries read from Redis | its own bound in bytes (`near_cache(max_bytes)`), weighed the same way; 65,536 invalidation records (about 2 MiB), then emptied | its own bound |
+//! | admin listing (`axum` feature) | entries | a pointer per entry listed while a page is built (1,000 entries at most a page) | beside it |
+//!
+//! `benches/flood.rs` measures the process's resident memory after a
+//! million distinct 1 KiB entries, and after a million distinct prefixes
+//! flushed, against `max_bytes`; `tests/flood.rs` floods each structure
+//! and checks its bound with a counting allocator.
+//!
 //! # A fleet of servers
 //!
 //! With the `redis` feature, [`CacheBuilder::store`] takes a `RedisStore`

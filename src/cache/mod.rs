@@ -147,14 +147,16 @@ impl Cache {
             totals.add(route);
         }
         // A network store's entries are counted by the store itself.
-        let (entries, bytes, evictions, index_records) = memory.map_or((0, 0, 0, 0), |m| {
-            (
-                m.responses() as u64,
-                m.bytes(),
-                m.evictions(),
-                m.index.len() as u64,
-            )
-        });
+        let (entries, bytes, evictions, index_records, index_bytes) =
+            memory.map_or((0, 0, 0, 0, 0), |m| {
+                (
+                    m.responses() as u64,
+                    m.bytes(),
+                    m.evictions(),
+                    m.index.len() as u64,
+                    m.index_bytes(),
+                )
+            });
         #[cfg(feature = "metrics")]
         crate::metrics::gauges(entries, bytes);
         Stats {
@@ -166,6 +168,7 @@ impl Cache {
             evictions,
             invalidations: self.shared.invalidations.load(Ordering::Relaxed),
             index_records,
+            index_bytes,
             coalesce_timeouts: self.shared.extra.coalesce_timeouts.load(Ordering::Relaxed),
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),

@@ -163,7 +163,7 @@ impl EntryBuilder {
     ///
     /// [`Store::put`]: crate::store::Store::put
     pub fn key(mut self, key: &str) -> Self {
-        self.parts.key_hash = crate::invalidate::index::key_hash(key);
+        self.parts.key_hash = crate::invalidate::target::key_hash(key);
         self.store_key_len = key.len();
         self
     }

@@ -33,7 +33,7 @@
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use crate::invalidate::index::{for_each_prefix, tag_hash};
+use crate::invalidate::target::{for_each_prefix, tag_hash};
 use crate::store::{Entry, EntryParts};
 
 /// The encoding's version, its first byte. A value with another version is

@@ -2,7 +2,7 @@
 //! must fail (cut, changed, moved).
 
 use super::*;
-use crate::invalidate::index::{key_hash, prefix_hash};
+use crate::invalidate::target::{key_hash, prefix_hash};
 use crate::invalidate::Target;
 
 fn parts() -> EntryParts {
