@@ -49,8 +49,14 @@ async fn run(with_etag: bool) -> (u64, u64, Duration) {
                     let mut res = Response::builder().header("cache-control", "max-age=1");
                     if with_etag {
                         res = res.header("etag", "\"doc-1\"");
-                        if headers.get("if-none-match").is_some_and(|v| v == "\"doc-1\"") {
-                            return res.status(StatusCode::NOT_MODIFIED).body(Body::empty()).unwrap();
+                        if headers
+                            .get("if-none-match")
+                            .is_some_and(|v| v == "\"doc-1\"")
+                        {
+                            return res
+                                .status(StatusCode::NOT_MODIFIED)
+                                .body(Body::empty())
+                                .unwrap();
                         }
                     }
                     s.fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -68,8 +74,16 @@ async fn run(with_etag: bool) -> (u64, u64, Duration) {
         assert_eq!(bytes.len(), BODY, "every client gets the whole body");
     }
     let per_read = start.elapsed() / READS as u32;
-    assert_eq!(calls.load(Ordering::Relaxed), READS, "one origin call per expired read");
-    (sent.load(Ordering::Relaxed), calls.load(Ordering::Relaxed), per_read)
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        READS,
+        "one origin call per expired read"
+    );
+    (
+        sent.load(Ordering::Relaxed),
+        calls.load(Ordering::Relaxed),
+        per_read,
+    )
 }
 
 fn main() {

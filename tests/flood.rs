@@ -587,3 +587,53 @@ fn flushes_owed_to_a_failing_store_keep_a_bounded_backlog() {
         assert!(stats.invalidations > invalidations);
     });
 }
+
+/// A network store whose writes never end (a store that has stalled).
+#[derive(Clone, Default)]
+struct Stalled;
+
+impl Store for Stalled {
+    async fn get(&self, _key: &str) -> Result<Lookup, StoreError> {
+        Ok(Lookup::Miss)
+    }
+
+    async fn put(&self, _key: &str, _entry: Arc<Entry>) -> Result<(), StoreError> {
+        std::future::pending().await
+    }
+
+    async fn remove(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn generation(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn invalidate(&self, _targets: &[Target]) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+#[test]
+fn writes_to_a_stalled_store_are_bounded_in_count() {
+    run(false, async {
+        const WRITES: u64 = 1024;
+        let cache = Cache::builder().store(Stalled).build();
+        let app = Router::new()
+            .route("/w/{n}", get(|| async { "x" }))
+            .layer(CacheLayer::new(&cache).route("/w/{n}", Duration::from_secs(60)));
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let idle = tasks();
+        for n in 0..WRITES + 100 {
+            let seen = send(&app, read(&format!("/w/{n}"))).await;
+            assert_eq!(seen.text(), "x", "every request is served");
+        }
+        assert_eq!(tasks() - idle, WRITES as usize, "writes under way");
+        let stats = cache.stats();
+        assert_eq!(stats.totals.not_stored.get("store-error"), Some(&100));
+    });
+}

@@ -248,6 +248,7 @@ impl CacheBuilder {
                 unconfirmed: Default::default(),
                 lean: self.lean,
                 tags: crate::headers::TagSource::random(),
+                remote_writes: Default::default(),
             }),
         })
     }

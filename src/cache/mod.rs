@@ -61,6 +61,9 @@ pub(crate) struct Shared {
     pub(crate) lean: bool,
     /// Where the `ETag`s the cache computes come from.
     pub(crate) tags: crate::headers::TagSource,
+    /// Writes of responses to a network store under way (at most
+    /// `MAX_REMOTE_WRITES`).
+    pub(crate) remote_writes: std::sync::atomic::AtomicUsize,
 }
 
 /// A shared response cache: the store, the invalidation index and the

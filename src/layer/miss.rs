@@ -145,11 +145,21 @@ impl PendingStore {
     /// background; the flight, if any, ends when the write has landed, so
     /// that its waiters find the entry.
     fn store_remote(self: Box<Self>, entry: Arc<Entry>, marker: Option<(CacheKey, Entry)>) {
+        use std::sync::atomic::Ordering::Relaxed;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.not_stored(Reason::StoreFailed);
             return;
         };
+        // Bounded in count: past this many writes under way (a store that
+        // has slowed down), a response is not stored rather than queued.
+        let writes = &self.cache.shared.remote_writes;
+        if writes.fetch_add(1, Relaxed) >= MAX_REMOTE_WRITES {
+            writes.fetch_sub(1, Relaxed);
+            self.not_stored(Reason::StoreFailed);
+            return;
+        }
         runtime.spawn(async move {
+            let _done = WriteDone(self.cache.clone());
             let Backend::Remote(remote) = &self.cache.shared.backend else {
                 return;
             };
@@ -166,6 +176,19 @@ impl PendingStore {
                 }
             }
         });
+    }
+}
+
+/// At most this many writes of responses to a network store under way.
+pub(crate) const MAX_REMOTE_WRITES: usize = 1024;
+
+/// Counts a network-store write as ended when dropped.
+struct WriteDone(Cache);
+
+impl Drop for WriteDone {
+    fn drop(&mut self) {
+        let writes = &self.0.shared.remote_writes;
+        writes.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
