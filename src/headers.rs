@@ -1,4 +1,5 @@
-//! Header helpers: `Cache-Control` parsing, `Cache-Status` (RFC 9211) and `Age`.
+//! Header helpers: `Vary`, `Cache-Status` (RFC 9211), `Age` and the
+//! validators the cache computes (`Cache-Control` is read in `freshness`).
 
 use std::sync::OnceLock;
 
@@ -9,49 +10,6 @@ pub(crate) const CACHE_NAME: &str = "tower-response-cache";
 
 /// `Cache-Status`, not yet in the `http` crate's list of standard names.
 pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
-
-/// What a response's `Cache-Control` says about shared caching.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ResponseDirectives {
-    /// `no-store`, `private` or `no-cache` was present.
-    pub(crate) forbids_store: bool,
-    /// `stale-while-revalidate=N`, in seconds.
-    pub(crate) stale_while_revalidate: Option<u64>,
-    /// `stale-if-error=N`, in seconds.
-    pub(crate) stale_if_error: Option<u64>,
-}
-
-/// Parses every `Cache-Control` value of a response (directives are
-/// case-insensitive and may be spread over several header lines).
-pub(crate) fn response_directives(headers: &HeaderMap) -> ResponseDirectives {
-    let mut out = ResponseDirectives::default();
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        let Ok(value) = value.to_str() else {
-            // An unreadable Cache-Control is treated as the strictest one.
-            out.forbids_store = true;
-            continue;
-        };
-        for directive in value.split(',') {
-            let mut kv = directive.splitn(2, '=');
-            let name = kv.next().unwrap_or("").trim();
-            let secs = kv
-                .next()
-                .and_then(|v| v.trim().trim_matches('"').parse::<u64>().ok());
-            if name.eq_ignore_ascii_case("stale-while-revalidate") {
-                out.stale_while_revalidate = secs;
-            } else if name.eq_ignore_ascii_case("stale-if-error") {
-                out.stale_if_error = secs;
-            }
-            if name.eq_ignore_ascii_case("no-store")
-                || name.eq_ignore_ascii_case("private")
-                || name.eq_ignore_ascii_case("no-cache")
-            {
-                out.forbids_store = true;
-            }
-        }
-    }
-    out
-}
 
 /// The header names a response's `Vary` lists, lower-cased, sorted and
 /// deduplicated; `Err(())` for `Vary: *` (never storable).
@@ -132,6 +90,12 @@ pub(crate) fn stale(ttl_secs: i64, detail: &'static str) -> HeaderValue {
     .expect("Cache-Status is built from tokens")
 }
 
+/// The `Cache-Status` of an answer from an entry the origin has just
+/// revalidated (a `304` to the cache's conditional request).
+pub(crate) fn revalidated() -> HeaderValue {
+    HeaderValue::from_static("tower-response-cache; fwd=stale; fwd-status=304; stored")
+}
+
 /// A `Cache-Status` value for a stale entry served in place of an origin
 /// failure.
 pub(crate) fn stale_if_error(fwd_status: Option<u16>) -> HeaderValue {
@@ -175,16 +139,51 @@ pub(crate) fn not_modified(
     matches!((parse(ims), parse(lm)), (Some(ims), Some(lm)) if lm <= ims)
 }
 
-/// A weak `ETag` computed from a body with a stable hash, so every
-/// process computes the same one for the same bytes.
+/// Where the `ETag`s the cache gives stored responses that have none come
+/// from: one per stored response, made when its head arrives (so that the
+/// miss that stores it carries it, as every hit that follows does), from
+/// the key's hash and a counter under a random seed.
 ///
 /// Weak, because the cache cannot know what stands outside it: a
 /// compression layer outside the cache sends other bytes under the same
 /// validator, which a strong one must never do (RFC 9110, section 8.8.1).
 /// A weak validator is all `If-None-Match` needs.
-pub(crate) fn computed_etag(body: &[u8]) -> HeaderValue {
-    let h = xxhash_rust::xxh3::xxh3_128(body);
-    HeaderValue::try_from(format!("W/\"{h:032x}\"")).expect("hex is a valid header value")
+pub(crate) struct TagSource {
+    seed: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl TagSource {
+    /// A source of this process's own (its seed random), so that two
+    /// instances sharing a store never make the same tag.
+    pub(crate) fn random() -> Self {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        TagSource {
+            seed,
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A new tag for a response about to be stored under `key_hash`.
+    pub(crate) fn next(&self, key_hash: u64) -> HeaderValue {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut input = [0; 16];
+        input[..8].copy_from_slice(&key_hash.to_le_bytes());
+        input[8..].copy_from_slice(&n.to_le_bytes());
+        let h = xxhash_rust::xxh3::xxh3_128_with_seed(&input, self.seed);
+        HeaderValue::try_from(format!("{COMPUTED_ETAG_PREFIX}{h:032x}\""))
+            .expect("hex is a valid header value")
+    }
+}
+
+/// How every `ETag` the cache computes begins: what tells it from one the
+/// origin made, so that it is never sent upstream as the origin's.
+const COMPUTED_ETAG_PREFIX: &str = "W/\"trc-";
+
+/// Whether an entity tag is one the cache computed.
+pub(crate) fn is_computed_etag(tag: &HeaderValue) -> bool {
+    tag.as_bytes().starts_with(COMPUTED_ETAG_PREFIX.as_bytes())
 }
 
 /// Numbers below this get their header values (`Age` and the hit
@@ -258,18 +257,6 @@ pub(crate) fn small_number(n: usize) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn directives_are_case_insensitive_and_split() {
-        let mut h = HeaderMap::new();
-        h.append(header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
-        assert!(!response_directives(&h).forbids_store);
-        h.append(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, Private"),
-        );
-        assert!(response_directives(&h).forbids_store);
-    }
 
     #[test]
     fn vary_star_and_lists() {

@@ -7,6 +7,8 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderName, StatusCode};
 
+use crate::freshness::Freshness;
+
 /// The statuses RFC 9110 (section 15.1) calls heuristically cacheable, less
 /// `206 Partial Content`, which this cache never stores.
 pub const DEFAULT_STATUSES: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
@@ -50,6 +52,7 @@ pub struct RoutePolicy {
     pub(crate) statuses: Arc<[u16]>,
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
+    pub(crate) freshness: Freshness,
 }
 
 impl RoutePolicy {
@@ -66,7 +69,101 @@ impl RoutePolicy {
             statuses: Arc::new(DEFAULT_STATUSES),
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            freshness: Freshness::fixed(),
         }
+    }
+
+    /// A policy whose freshness comes from each response, as HTTP says
+    /// (RFC 9111, section 4.2): `s-maxage`, else `max-age`, else `Expires`
+    /// less `Date`, counted from the response's age on arrival (its `Age`
+    /// and the time the origin took). A response that states none is not
+    /// stored, unless [`default_ttl`](Self::default_ttl) or
+    /// [`heuristic_freshness`](Self::heuristic_freshness) gives it one.
+    ///
+    /// In both modes `no-store` and `private` refuse storing, and
+    /// `no-cache` stores a response only when it has a validator (`ETag`
+    /// or `Last-Modified`), to be revalidated with the origin on every use;
+    /// `must-revalidate`, `proxy-revalidate` and `s-maxage` forbid serving
+    /// it stale. With [`ttl`](Self::ttl) (fixed mode) the route's TTL is
+    /// the lifetime whatever `max-age` or `Expires` say.
+    ///
+    /// A stale entry with an origin validator is kept for
+    /// [`keep_for_revalidation`](Self::keep_for_revalidation) (10 minutes
+    /// here, none in fixed mode) and revalidated with a conditional request:
+    /// a `304` freshens it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::RoutePolicy;
+    ///
+    /// let policy = RoutePolicy::from_headers()
+    ///     .default_ttl(Duration::from_secs(30))
+    ///     .max_ttl(Duration::from_secs(3600))
+    ///     .targeted_field("app-cache-control")
+    ///     .strip_targeted_field();
+    /// # let _ = policy;
+    /// ```
+    pub fn from_headers() -> Self {
+        Self {
+            freshness: Freshness::response(),
+            ..Self::ttl(Duration::ZERO)
+        }
+    }
+
+    /// With [`from_headers`](Self::from_headers): the lifetime of a
+    /// response that states none.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.freshness.default_ttl = Some(ttl);
+        self
+    }
+
+    /// With [`from_headers`](Self::from_headers): the longest lifetime
+    /// given to a response, whatever it says.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.freshness.max_ttl = Some(ttl);
+        self
+    }
+
+    /// With [`from_headers`](Self::from_headers): a response that states
+    /// no freshness but has a `Last-Modified` and a heuristically
+    /// cacheable status is fresh for a tenth of the time since it was
+    /// modified, at most `max` (RFC 9111, section 4.2.2).
+    pub fn heuristic_freshness(mut self, max: Duration) -> Self {
+        self.freshness.heuristic_max = Some(max);
+        self
+    }
+
+    /// How long a stale entry that has an origin validator is kept, to be
+    /// revalidated with a conditional request rather than fetched again.
+    pub fn keep_for_revalidation(mut self, keep: Duration) -> Self {
+        self.freshness.keep_for_revalidation = keep;
+        self
+    }
+
+    /// A field that, when a response carries it (and it can be read),
+    /// replaces `Cache-Control` for this cache's decisions (a targeted
+    /// cache-control field, RFC 9213; for example `CDN-Cache-Control`, or
+    /// one of the app's own), so that a handler can say "the server cache
+    /// keeps this 60 s" while `Cache-Control` tells browsers 0 s.
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a valid header name.
+    pub fn targeted_field(mut self, name: impl AsRef<str>) -> Self {
+        let name = HeaderName::from_bytes(name.as_ref().as_bytes())
+            .unwrap_or_else(|_| panic!("invalid targeted field name {:?}", name.as_ref()));
+        let strip = self.freshness.targeted.as_ref().is_some_and(|(_, s)| *s);
+        self.freshness.targeted = Some((name, strip));
+        self
+    }
+
+    /// Removes the [`targeted_field`](Self::targeted_field) from the
+    /// responses clients see (stored or not).
+    pub fn strip_targeted_field(mut self) -> Self {
+        if let Some((_, strip)) = &mut self.freshness.targeted {
+            *strip = true;
+        }
+        self
     }
 
     /// Tags every entry of this route carries; flushing a tag (with
@@ -234,6 +331,7 @@ impl fmt::Debug for RoutePolicy {
             .field("statuses", &self.statuses)
             .field("stale_while_revalidate", &self.stale_while_revalidate)
             .field("stale_if_error", &self.stale_if_error)
+            .field("freshness", &self.freshness)
             .finish()
     }
 }

@@ -35,6 +35,7 @@ pub struct CacheBuilder {
     remote: Option<Remote>,
     clock: Option<Clock>,
     scope_secret: Option<Arc<[u8]>>,
+    lean: bool,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -65,6 +66,7 @@ impl Default for CacheBuilder {
             remote: None,
             clock: None,
             scope_secret: None,
+            lean: false,
         }
     }
 }
@@ -162,6 +164,21 @@ impl CacheBuilder {
         self
     }
 
+    /// The lean header profile: the cache adds no `Cache-Status` and
+    /// computes no `ETag`; a response from the store carries only the
+    /// `Age` RFC 9111 asks for (and the origin's own validators, with
+    /// which conditional requests are still answered `304`).
+    ///
+    /// By default the cache adds `Cache-Status` to every response it
+    /// handles and, to a stored response that has no `ETag`, a weak one of
+    /// its own (`W/"trc-…"`), on the miss that stores it as on every hit:
+    /// about 110 bytes per hit in all, which a small response over HTTP/1.1
+    /// pays for in throughput (see `BENCHMARKS.md`).
+    pub fn lean_headers(mut self) -> Self {
+        self.lean = true;
+        self
+    }
+
     /// Builds the cache.
     ///
     /// The cache measures TTLs with the system's coarse monotonic clock
@@ -214,6 +231,8 @@ impl CacheBuilder {
                 max_key_bytes: self.max_key_bytes,
                 scope_hasher,
                 unconfirmed: Default::default(),
+                lean: self.lean,
+                tags: crate::headers::TagSource::random(),
             }),
         })
     }

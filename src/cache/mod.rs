@@ -57,6 +57,10 @@ pub(crate) struct Shared {
     pub(crate) unconfirmed: unconfirmed::Unconfirmed,
     /// What keys hold of a route's scope value.
     pub(crate) scope_hasher: crate::scope::ScopeHasher,
+    /// The lean header profile: no `Cache-Status`, no computed `ETag`.
+    pub(crate) lean: bool,
+    /// Where the `ETag`s the cache computes come from.
+    pub(crate) tags: crate::headers::TagSource,
 }
 
 /// A shared response cache: the store, the invalidation index and the
@@ -165,6 +169,12 @@ impl Cache {
             coalesce_timeouts: self.shared.extra.coalesce_timeouts.load(Ordering::Relaxed),
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),
+            revalidations: self.shared.extra.revalidations.load(Ordering::Relaxed),
+            revalidated: self
+                .shared
+                .extra
+                .not_modified_upstream
+                .load(Ordering::Relaxed),
             store_errors: self.shared.extra.store_errors.load(Ordering::Relaxed),
             owed_flush_records: match self.shared.unconfirmed.len() {
                 usize::MAX => u64::MAX,

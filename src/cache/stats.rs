@@ -53,10 +53,14 @@ pub(crate) enum Reason {
     /// The request said `Cache-Control: no-store` (RFC 9111, section
     /// 5.2.1.5).
     RequestNoStore,
+    /// A route whose freshness comes from the response: the response gave
+    /// none (no `max-age`, `s-maxage` or `Expires`, and no default or
+    /// heuristic applies).
+    NoFreshness,
 }
 
 impl Reason {
-    const ALL: [Reason; 29] = [
+    const ALL: [Reason; 30] = [
         Reason::Method,
         Reason::Authorization,
         Reason::Cookie,
@@ -86,6 +90,7 @@ impl Reason {
         Reason::StoreFailed,
         Reason::LengthMismatch,
         Reason::RequestNoStore,
+        Reason::NoFreshness,
     ];
 
     /// The token written in `Cache-Status` and used as a stats key.
@@ -120,6 +125,7 @@ impl Reason {
             Reason::StoreFailed => "store-error",
             Reason::LengthMismatch => "length-mismatch",
             Reason::RequestNoStore => "request-no-store",
+            Reason::NoFreshness => "no-freshness",
         }
     }
 
@@ -251,6 +257,8 @@ pub(crate) struct Extra {
     pub(crate) pass_markers: AtomicU64,
     pub(crate) refreshes: AtomicU64,
     pub(crate) store_errors: AtomicU64,
+    pub(crate) revalidations: AtomicU64,
+    pub(crate) not_modified_upstream: AtomicU64,
 }
 
 /// Request counters, for the whole cache or for one route pattern.
@@ -356,6 +364,12 @@ pub struct Stats {
     pub pass_markers: u64,
     /// Background refreshes started.
     pub refreshes: u64,
+    /// Conditional requests sent to the origin to revalidate a stale entry
+    /// with its origin validators.
+    pub revalidations: u64,
+    /// Revalidations the origin answered `304 Not Modified`: the stale
+    /// entry was freshened and served, with no body sent by the origin.
+    pub revalidated: u64,
     /// Calls to a network store that failed or timed out (lookups, stores,
     /// clock reads, invalidations); the requests concerned were served by
     /// the origin.

@@ -14,7 +14,9 @@ pub(crate) struct FlushRules {
     pub(crate) router: matchit::Router<usize>,
     pub(crate) targets: Vec<Vec<Target>>,
     pub(crate) patterns: Vec<Arc<str>>,
-    pub(crate) methods: Vec<Method>,
+    /// The methods that count as mutations; `None`: every method not
+    /// known to be safe.
+    pub(crate) methods: Option<Vec<Method>>,
     pub(crate) when: Arc<When>,
     /// Whether a write a rule matches also flushes its own path and its
     /// same-origin `Location` and `Content-Location` (default: yes).
@@ -22,6 +24,20 @@ pub(crate) struct FlushRules {
     /// Whether a write whose flush a network store did not record is
     /// answered 503 rather than with its own 2xx.
     pub(crate) strict: bool,
+}
+
+impl FlushRules {
+    /// Whether a request with this method is a mutation.
+    #[inline]
+    pub(crate) fn is_mutation(&self, method: &Method) -> bool {
+        match &self.methods {
+            Some(methods) => methods.contains(method),
+            None => !matches!(
+                *method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            ),
+        }
+    }
 }
 
 impl Clone for FlushRules {
@@ -39,7 +55,10 @@ impl Clone for FlushRules {
 }
 
 /// A tower [`Layer`] that flushes cached entries when a mutating request
-/// (POST, PUT, PATCH, DELETE by default) succeeds (2xx by default).
+/// succeeds: by default any method not known to be safe (all but GET,
+/// HEAD, OPTIONS and TRACE: POST, PUT, PATCH, DELETE, and methods whose
+/// safety is unknown, such as WebDAV's or custom ones), answered with a
+/// non-error status (2xx or 3xx), as RFC 9111 section 4.4 asks.
 ///
 /// The flush happens when the mutation's response head arrives, before the
 /// response is returned: once a client holds the 2xx of its write, its next
@@ -97,8 +116,8 @@ impl InvalidateOn {
                 router: matchit::Router::new(),
                 targets: Vec::new(),
                 patterns: Vec::new(),
-                methods: vec![Method::POST, Method::PUT, Method::PATCH, Method::DELETE],
-                when: Arc::new(|s: StatusCode| s.is_success()),
+                methods: None,
+                when: Arc::new(|s: StatusCode| s.is_success() || s.is_redirection()),
                 own_paths: true,
                 strict: false,
             },
@@ -130,13 +149,13 @@ impl InvalidateOn {
         self
     }
 
-    /// The methods that count as mutations (default POST, PUT, PATCH,
-    /// DELETE).
+    /// The methods that count as mutations (default: every method but
+    /// GET, HEAD, OPTIONS and TRACE).
     pub fn methods<I>(mut self, methods: I) -> Self
     where
         I: IntoIterator<Item = Method>,
     {
-        self.rules.methods = methods.into_iter().collect();
+        self.rules.methods = Some(methods.into_iter().collect());
         self
     }
 
@@ -164,7 +183,8 @@ impl InvalidateOn {
         self
     }
 
-    /// Which response statuses count as success (default: 2xx). A mutation
+    /// Which response statuses count as success (default: 2xx and 3xx, the
+    /// non-error statuses of RFC 9111 section 4.4). A mutation
     /// whose inner service fails flushes nothing, whatever this says.
     pub fn when<F>(mut self, when: F) -> Self
     where

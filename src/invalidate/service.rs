@@ -110,7 +110,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if !self.rules.methods.contains(req.method()) {
+        if !self.rules.is_mutation(req.method()) {
             return ResponseFuture::new(self.inner.call(req), None);
         }
         // Rules match the path this layer sees; what is flushed is named

@@ -165,7 +165,7 @@ impl Tee {
                     out.freeze()
                 }
             };
-            pending.store(body);
+            let _ = pending.store(body);
         }
     }
 }

@@ -13,6 +13,10 @@ pub(crate) struct RequestFlags {
     pub(crate) credentials: bool,
     /// `If-None-Match` or `If-Modified-Since`.
     pub(crate) conditional: bool,
+    /// `Cache-Control` or `Pragma`.
+    pub(crate) directives: bool,
+    /// `Range`.
+    pub(crate) range: bool,
     /// Why no stored response may answer the request, whatever its route
     /// (an upgrade, proxy credentials, a body, origin-only preconditions):
     /// it bypasses once its route is known.
@@ -32,6 +36,10 @@ impl RequestFlags {
                 flags.credentials = true;
             } else if name == header::IF_NONE_MATCH || name == header::IF_MODIFIED_SINCE {
                 flags.conditional = true;
+            } else if name == header::CACHE_CONTROL || name == header::PRAGMA {
+                flags.directives = true;
+            } else if name == header::RANGE {
+                flags.range = true;
             } else if let Some(reason) = refused(name) {
                 flags.refuse.get_or_insert(reason);
             } else if name == header::CONNECTION {
@@ -141,6 +149,8 @@ pub(crate) struct LayerConfig {
     pub(crate) fallback: Option<CompiledRoute>,
     /// Whether keys hold the request's host (default: yes).
     pub(crate) hosts: bool,
+    /// Whether requests' `Cache-Control` directives are honoured.
+    pub(crate) request_directives: bool,
     /// The cache, held here so that a service clone bumps one count.
     pub(crate) cache: Cache,
 }

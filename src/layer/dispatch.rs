@@ -12,13 +12,16 @@ use tower_service::Service;
 
 use super::future::{FromEntry, OnResponse, ResponseFuture};
 use super::miss::{asks_no_store, Miss, ReadStart};
+use super::range;
 use super::respond::{respond, validators_match};
+use super::revalidate::{self, apply_directives, make_conditional, only_if_cached};
 use super::trace::debug_wanted;
 use super::CacheBody;
 use crate::cache::flight::{Join, Outcome};
 use crate::cache::lookup::{Found, Probe, VaryMarker};
 use crate::cache::stats::{Counters, Event, Reason};
 use crate::cache::Cache;
+use crate::freshness::RequestDirectives;
 use crate::headers;
 use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
@@ -57,6 +60,9 @@ pub(crate) struct KeyedRequest<B> {
     pub(crate) parts: http::request::Parts,
     pub(crate) body: B,
     pub(crate) head: bool,
+    /// The request's caching directives, when the layer honours them and
+    /// the request has any.
+    pub(crate) directives: Option<Box<RequestDirectives>>,
 }
 
 /// A fresh hit's request: its key, whether it is a HEAD, and its headers
@@ -126,12 +132,48 @@ where
 {
     let KeyedRequest {
         key,
-        parts,
+        mut parts,
         body,
         head,
+        directives,
     } = request;
     let shared = &cache.shared;
     let now_ms = read.now_ms;
+    let found = match &directives {
+        Some(directives) => {
+            let found = apply_directives(found, directives, now_ms);
+            if directives.only_if_cached && matches!(found, Found::Miss { .. }) {
+                cache.record(Some(&route.stats), Event::Miss);
+                span.record("outcome", "miss");
+                tracing::debug!(key = %key.full, route = %route.pattern, outcome = "miss", only_if_cached = true, "cache decision");
+                return ResponseFuture::boxed(std::future::ready(Ok(only_if_cached())));
+            }
+            found
+        }
+        None => found,
+    };
+    let found = match found {
+        Found::Fresh(entry) if !head && parts.headers.contains_key(header::RANGE) => {
+            match ranged(&entry, &parts.headers) {
+                Ok(range) => {
+                    cache.record(Some(&route.stats), Event::Hit);
+                    span.record("outcome", "hit");
+                    tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", range = ?range, "cache decision");
+                    let response = range::answer(&entry, now_ms, range);
+                    return ResponseFuture::boxed(std::future::ready(Ok(response)));
+                }
+                // The full entry answers (If-Range did not hold, or the
+                // entry is not a full 200).
+                Err(true) => Found::Fresh(entry),
+                // Not one range: the origin answers.
+                Err(false) => Found::Miss {
+                    marker: None,
+                    stale: None,
+                },
+            }
+        }
+        found => found,
+    };
     match found {
         Found::Fresh(entry) => {
             let request = HitRequest {
@@ -157,13 +199,17 @@ where
                     let mut miss = Miss::new(cache, route, primary, &parts, head, read);
                     miss.flight = Some(flight);
                     // The refresh wants a full response, not a 304 for this
-                    // client's validators.
-                    let mut parts = parts;
+                    // client's validators: a 304 for the entry's own, if any.
                     parts.headers.remove(header::IF_NONE_MATCH);
                     parts.headers.remove(header::IF_MODIFIED_SINCE);
                     // Nor a 206 for this client's range.
                     parts.headers.remove(header::RANGE);
                     parts.headers.remove(header::IF_RANGE);
+                    if make_conditional(&mut parts.headers, &entry) {
+                        Counters::add(&shared.extra.revalidations);
+                        miss.revalidating = true;
+                        miss.stale = Some(entry.clone());
+                    }
                     let future = svc.call(Request::from_parts(parts, body));
                     tokio::spawn(refresh(future, miss));
                 }
@@ -188,6 +234,18 @@ where
             let primary = marker.map_or(key, |(primary, _)| primary);
             let mut miss = Miss::new(cache, route, primary, &parts, head, read);
             miss.stale = stale;
+            let ranged = parts.headers.contains_key(header::RANGE);
+            if let (false, false, Some(stale)) = (head, ranged, &miss.stale) {
+                // A stale entry with origin validators: ask the origin
+                // whether it still holds.
+                if make_conditional(&mut parts.headers, stale) {
+                    Counters::add(&shared.extra.revalidations);
+                    miss.revalidating = true;
+                }
+            }
+            if !miss.revalidating {
+                revalidate::drop_computed_tags(&mut parts.headers);
+            }
             let join = if coalesce {
                 let flight_key = variant.as_ref().unwrap_or(&miss.key).lookup();
                 shared.flights.join(flight_key, now_ms)
@@ -213,6 +271,19 @@ where
             let future = svc.call(Request::from_parts(parts, body));
             ResponseFuture::forward(future, OnResponse::Miss(Box::new(miss)))
         }
+    }
+}
+
+/// The range a request asks of a fresh entry: `Err(true)` when the full
+/// entry answers instead, `Err(false)` when only the origin can.
+fn ranged(entry: &Entry, request: &HeaderMap) -> Result<range::Ranged, bool> {
+    if entry.status() != http::StatusCode::OK || !range::if_range_holds(request, entry) {
+        return Err(true);
+    }
+    let value = request.get(header::RANGE).ok_or(true)?;
+    match range::parse(value, entry.body().len() as u64) {
+        range::Ranged::Other => Err(false),
+        range => Ok(range),
     }
 }
 
@@ -409,5 +480,6 @@ where
         reason = reason.as_str(),
         "cache decision"
     );
-    ResponseFuture::forward(inner.call(req), OnResponse::Bypass(reason))
+    let lean = cache.shared.lean;
+    ResponseFuture::forward(inner.call(req), OnResponse::Bypass { reason, lean })
 }

@@ -8,14 +8,16 @@ use pin_project_lite::pin_project;
 
 use super::miss::{add_status, finish_miss, serve_stale, usable_stale, Miss};
 use super::respond::respond_hit;
+use super::revalidate::freshen;
 use super::CacheBody;
 use crate::cache::stats::Reason;
 use crate::store::Entry;
 
 /// What to do with the inner service's response.
 pub(crate) enum OnResponse {
-    /// The cache was not consulted: pass the response through, saying why.
-    Bypass(Reason),
+    /// The cache was not consulted: pass the response through, saying why
+    /// (unless the cache's headers are lean).
+    Bypass { reason: Reason, lean: bool },
     /// A miss: store the response if it may be stored.
     Miss(Box<Miss>),
     /// Not this layer's request (no rule): the response as it is.
@@ -116,16 +118,22 @@ where
                 let result = ready!(future.poll(cx));
                 let plan = plan.take().expect("polled after completion");
                 Poll::Ready(match (plan, result) {
-                    (OnResponse::Bypass(reason), Ok(mut response)) => {
+                    (OnResponse::Bypass { reason, lean }, Ok(mut response)) => {
                         strip_extensions(&mut response);
-                        add_status(&mut response, "bypass", Some(reason), false);
+                        if !lean {
+                            add_status(&mut response, "bypass", Some(reason), false);
+                        }
                         Ok(response.map(CacheBody::passthrough))
                     }
                     (OnResponse::Untouched, Ok(response)) => {
                         Ok(response.map(CacheBody::passthrough))
                     }
-                    (OnResponse::Bypass(_) | OnResponse::Untouched, Err(e)) => Err(e),
+                    (OnResponse::Bypass { .. } | OnResponse::Untouched, Err(e)) => Err(e),
                     (OnResponse::Miss(miss), Ok(response)) => {
+                        if miss.revalidating && response.status() == http::StatusCode::NOT_MODIFIED
+                        {
+                            return Poll::Ready(Ok(freshen(miss, response)));
+                        }
                         if response.status().is_server_error() {
                             if let Some(stale) = usable_stale(&miss) {
                                 return Poll::Ready(Ok(serve_stale(

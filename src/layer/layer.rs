@@ -56,6 +56,7 @@ impl CacheLayer {
                 rules: RouteTable::new(),
                 fallback: None,
                 hosts: true,
+                request_directives: false,
                 cache: cache.clone(),
             }),
         }
@@ -110,6 +111,46 @@ impl CacheLayer {
 }
 
 impl CacheLayer {
+    /// A shared cache in front of an upstream (a caching reverse proxy):
+    /// every GET and HEAD path is cached as HTTP says, with
+    /// [`RoutePolicy::from_headers`] and heuristic freshness (at most a
+    /// day) as the policy of paths no [`route`](Self::route) names, and
+    /// the requests' own directives honoured
+    /// ([`request_directives`](Self::request_directives)).
+    ///
+    /// The crate's safe defaults stay: requests with credentials bypass
+    /// unless a route keys on the user, and a response that sets a cookie
+    /// is never stored.
+    ///
+    /// ```
+    /// use tower_response_cache::{Cache, CacheLayer};
+    ///
+    /// let cache = Cache::builder().build();
+    /// let layer = CacheLayer::new(&cache).shared_cache();
+    /// # let _ = layer;
+    /// ```
+    pub fn shared_cache(self) -> Self {
+        self.policy(RoutePolicy::from_headers().heuristic_freshness(Duration::from_secs(24 * 3600)))
+            .request_directives()
+    }
+
+    /// Honours the requests' `Cache-Control` directives (RFC 9111, section
+    /// 5.2.1): `max-age`, `min-fresh` and `no-cache` (or `Pragma:
+    /// no-cache`) send the request to the origin, as a conditional request
+    /// when the stored entry has validators; `only-if-cached` is answered
+    /// `504` when nothing stored may answer. `no-store` is always honoured.
+    /// `max-stale` never stretches the route's own windows: no response is
+    /// served past its TTL and grace.
+    ///
+    /// Off by default: any client could then push load onto the origin at
+    /// will (every request saying `no-cache` goes there). Turn it on in
+    /// front of an upstream whose clients are trusted to ask for what they
+    /// need, or when the origin can take it.
+    pub fn request_directives(mut self) -> Self {
+        Arc::make_mut(&mut self.config).request_directives = true;
+        self
+    }
+
     /// Shares entries across every host the server answers: keys no longer
     /// hold the request's authority.
     ///

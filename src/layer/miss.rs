@@ -16,6 +16,7 @@ use crate::cache::flight::{Join, Leader, Outcome};
 use crate::cache::lookup::VaryMarker;
 use crate::cache::stats::{Counters, Event, Reason};
 use crate::cache::Cache;
+use crate::freshness::{Exchange, Grace, Mode, Refusal};
 use crate::headers;
 use crate::key::CacheKey;
 use crate::policy::CompiledRoute;
@@ -45,8 +46,11 @@ pub(crate) struct Miss {
     /// its client's, so that its waiters never wait for a slow client (see
     /// `relay`): set for a leader whose client gets the body.
     pub(crate) read_ahead: bool,
-    /// An expired entry still inside its stale-if-error window.
+    /// An expired entry still kept (for stale-if-error, or to revalidate).
     pub(crate) stale: Option<Arc<Entry>>,
+    /// The request went upstream with `stale`'s validators: a `304`
+    /// freshens it.
+    pub(crate) revalidating: bool,
     /// The request's span, for what is decided after the response head.
     pub(crate) span: tracing::Span,
 }
@@ -79,17 +83,14 @@ impl PendingStore {
         }
     }
 
-    pub(crate) fn store(mut self: Box<Self>, body: Bytes) {
+    /// Stores the response with its body; the entry made (`None` when the
+    /// body is not the length the response declared).
+    pub(crate) fn store(mut self: Box<Self>, body: Bytes) -> Option<Arc<Entry>> {
         if self.length.is_some_and(|n| n != body.len() as u64) {
             self.not_stored(Reason::LengthMismatch);
-            return;
+            return None;
         }
         let mut parts = std::mem::take(&mut self.entry);
-        if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
-            parts
-                .headers
-                .push((header::ETAG, headers::computed_etag(&body)));
-        }
         parts.body = body;
         let marker = self.primary.take().map(|(primary, names)| {
             let marker = EntryParts {
@@ -99,6 +100,7 @@ impl PendingStore {
                 born_ms: parts.born_ms,
                 fresh_until_ms: parts.fresh_until_ms,
                 grace_until_ms: parts.grace_until_ms,
+                stale_if_error_until_ms: parts.stale_if_error_until_ms,
                 stale_while_revalidate_until_ms: parts.stale_while_revalidate_until_ms,
                 path: parts.path.clone(),
                 vary: Some(names.into_vec()),
@@ -107,22 +109,24 @@ impl PendingStore {
             let marker = Entry::keyed(marker, &primary.full).expect("200 is a valid status");
             (primary, marker)
         });
-        let entry = Entry::keyed(parts, &self.key.full).expect("the origin's status is valid");
+        let entry =
+            Arc::new(Entry::keyed(parts, &self.key.full).expect("the origin's status is valid"));
         let Backend::Memory(memory) = &self.cache.shared.backend else {
-            self.store_remote(Arc::new(entry), marker);
-            return;
+            self.store_remote(entry.clone(), marker);
+            return Some(entry);
         };
         let weight = entry.weight();
-        if !memory.put_now(self.key.lookup(), Arc::new(entry)) {
+        if !memory.put_now(self.key.lookup(), entry.clone()) {
             self.cache.record(Some(&self.counters), Event::Rejected);
             self.not_stored(Reason::Rejected);
-            return;
+            return Some(entry);
         }
         if let Some((primary, marker)) = marker {
             // The marker saying where the variants are.
             memory.put_now(primary.lookup(), Arc::new(marker));
         }
         self.stored(weight);
+        Some(entry)
     }
 
     /// Counts and traces a stored response, and hands it to the waiters.
@@ -193,6 +197,7 @@ impl Miss {
             flight: None,
             read_ahead: false,
             stale: None,
+            revalidating: false,
             span: tracing::Span::current(),
         }
     }
@@ -211,23 +216,33 @@ impl Miss {
         use crate::policy::{CacheTags, CacheTtl, NoStore};
         let ext = response.extensions_mut();
         let no_store = ext.remove::<NoStore>().is_some();
-        let ttl = ext
-            .remove::<CacheTtl>()
-            .map_or(self.route.policy.ttl, |t| t.0);
+        let handler_ttl = ext.remove::<CacheTtl>().map(|t| t.0);
         let extra_tags = ext.remove::<CacheTags>();
-        let directives = headers::response_directives(response.headers());
+        let policy = &self.route.policy;
+        // A TTL the handler set is the lifetime, whatever the route's mode.
+        let mut freshness = std::borrow::Cow::Borrowed(&policy.freshness);
+        if handler_ttl.is_some() && freshness.mode == Mode::Response {
+            freshness.to_mut().mode = Mode::Fixed;
+        }
+        let ttl = handler_ttl.unwrap_or(policy.ttl);
+        let fixed = freshness.mode == Mode::Fixed;
+        let status = response.status();
+        let status_allowed = policy.status_allowed(status)
+            || (!fixed
+                && freshness.explicit(response.headers())
+                && status.as_u16() >= 200
+                && status != StatusCode::PARTIAL_CONTENT
+                && status != StatusCode::NOT_MODIFIED);
         let reason = if self.head {
             Some(Reason::Head)
         } else if asks_no_store(&self.request_headers) {
             Some(Reason::RequestNoStore)
-        } else if no_store || ttl.is_zero() {
+        } else if no_store || (fixed && ttl.is_zero()) {
             Some(Reason::Handler)
-        } else if !self.route.policy.status_allowed(response.status()) {
+        } else if !status_allowed {
             Some(Reason::Status)
         } else if response.headers().contains_key(header::SET_COOKIE) {
             Some(Reason::SetCookie)
-        } else if directives.forbids_store {
-            Some(Reason::CacheControl)
         } else if headers::is_event_stream(response.headers()) {
             Some(Reason::EventStream)
         } else if response.body().size_hint().lower() > self.cache.shared.max_body_bytes as u64 {
@@ -238,6 +253,23 @@ impl Miss {
         if let Some(reason) = reason {
             return Err((self, reason));
         }
+        let exchange = Exchange {
+            request_ms: self.born_ms,
+            response_ms: self.cache.shared.clock.now_ms().max(self.born_ms),
+        };
+        let grace = Grace {
+            stale_while_revalidate: policy.stale_while_revalidate,
+            stale_if_error: policy.stale_if_error,
+        };
+        let timing = match freshness.timing(status, response.headers(), exchange, ttl, grace) {
+            Ok(timing) => timing,
+            Err(Refusal::CacheControl) => return Err((self, Reason::CacheControl)),
+            Err(Refusal::NoFreshness) => return Err((self, Reason::NoFreshness)),
+        };
+        let strip = freshness
+            .targeted
+            .as_ref()
+            .and_then(|(name, strip)| strip.then(|| name.clone()));
         let Ok(length) = declared_length(response) else {
             return Err((self, Reason::LengthMismatch));
         };
@@ -254,7 +286,6 @@ impl Miss {
             path,
             request_headers,
             born,
-            born_ms,
             ..
         } = *self;
         let key_hash = crate::invalidate::index::key_hash(&key.full);
@@ -282,27 +313,25 @@ impl Miss {
             }
             (flight, _) => flight,
         };
+        if !cache.shared.lean && !response.headers().contains_key(header::ETAG) {
+            // A validator of the cache's own, on this response as on every
+            // hit of the entry it becomes (the last header: where entries
+            // keep it apart).
+            let tag = cache.shared.tags.next(key_hash);
+            response.headers_mut().insert(header::ETAG, tag);
+        }
         // Cloned for now; the entry copies their bytes into its own buffer.
         let stored_headers: Vec<(HeaderName, HeaderValue)> = response
             .headers()
             .iter()
-            .filter(|(n, _)| !headers::is_unstorable_header(n))
+            .filter(|(n, _)| !headers::is_unstorable_header(n) && strip.as_ref() != Some(*n))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let mut tags: Vec<String> = route.policy.tags.iter().map(|t| t.to_string()).collect();
         if let Some(CacheTags(extra)) = extra_tags {
             tags.extend(extra);
         }
-        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        let fresh_until_ms = born_ms.saturating_add(ms(ttl));
-        let swr = directives
-            .stale_while_revalidate
-            .map_or(ms(route.policy.stale_while_revalidate), |s| {
-                s.saturating_mul(1000)
-            });
-        let sie = directives
-            .stale_if_error
-            .map_or(ms(route.policy.stale_if_error), |s| s.saturating_mul(1000));
+        let lean = cache.shared.lean;
         Ok(Box::new(PendingStore {
             counters: route.stats.clone(),
             cache,
@@ -316,10 +345,12 @@ impl Miss {
                 headers: stored_headers,
                 born,
                 key_hash,
-                born_ms,
-                fresh_until_ms,
-                stale_while_revalidate_until_ms: fresh_until_ms.saturating_add(swr),
-                grace_until_ms: fresh_until_ms.saturating_add(swr.max(sie)),
+                born_ms: timing.born_ms,
+                fresh_until_ms: timing.fresh_until_ms,
+                stale_while_revalidate_until_ms: timing.stale_while_revalidate_until_ms,
+                stale_if_error_until_ms: timing.stale_if_error_until_ms,
+                grace_until_ms: timing.keep_until_ms,
+                lean,
                 path: path.into(),
                 tags,
                 ..EntryParts::default()
@@ -365,7 +396,7 @@ pub(crate) fn asks_no_store(headers: &HeaderMap) -> bool {
 /// The stale entry of a miss, if its stale-if-error window is still open.
 pub(crate) fn usable_stale(miss: &Miss) -> Option<Arc<Entry>> {
     let stale = miss.stale.as_ref()?;
-    (miss.cache.shared.clock.now_ms() < stale.grace_until_ms()).then(|| stale.clone())
+    (miss.cache.shared.clock.now_ms() < stale.stale_if_error_until_ms()).then(|| stale.clone())
 }
 
 /// Answers an origin failure with a stale entry (stale-if-error). The
@@ -398,13 +429,25 @@ where
     let limit = miss.cache.shared.max_body_bytes;
     let read_ahead = miss.read_ahead;
     let linger = miss.cache.shared.coalesce_timeout;
-    match miss.decide(&mut response) {
+    let strip = match &miss.route.policy.freshness.targeted {
+        Some((name, true)) => Some(name.clone()),
+        _ => None,
+    };
+    let lean = miss.cache.shared.lean;
+    let decided = miss.decide(&mut response);
+    if let Some(name) = strip {
+        // The targeted field is this cache's alone.
+        response.headers_mut().remove(name);
+    }
+    match decided {
         Ok(pending) => {
-            add_status(&mut response, "miss", None, true);
+            if !lean {
+                add_status(&mut response, "miss", None, true);
+            }
             let (parts, body) = response.into_parts();
             if body.is_end_stream() {
                 // Nothing will be polled: store the empty body now.
-                pending.store(bytes::Bytes::new());
+                let _ = pending.store(bytes::Bytes::new());
                 return Response::from_parts(parts, CacheBody::passthrough(body));
             }
             if read_ahead && pending.flight.is_some() {
@@ -421,7 +464,9 @@ where
             if let Some(flight) = miss.flight.take() {
                 cache.end_flight(flight, reason);
             }
-            add_status(&mut response, "miss", Some(reason), false);
+            if !lean {
+                add_status(&mut response, "miss", Some(reason), false);
+            }
             response.map(CacheBody::passthrough)
         }
     }

@@ -105,7 +105,10 @@ where
         // request's path and query as they stand.
         let mut first = None;
         let flags = RequestFlags::of(req.headers());
-        if let (Backend::Memory(memory), None) = (&shared.backend, flags.refuse) {
+        // Requests whose directives the layer reads, and ranges, take the
+        // general path.
+        let general = (flags.directives && config.request_directives) || (flags.range && !head);
+        if let (Backend::Memory(memory), None, false) = (&shared.backend, flags.refuse, general) {
             let uri = client_uri(req.uri(), req.extensions());
             if let Some((route, plain)) =
                 config.plain_key(req.uri(), uri, req.headers(), flags, shared.max_key_bytes)
@@ -183,11 +186,14 @@ impl<S> CacheService<S> {
             return bypass(&mut self.inner, cache, req, reason, Some(route));
         }
         let span = request_span(&key.full, route);
+        let directives = (flags.directives && config.request_directives)
+            .then(|| Box::new(crate::freshness::request_directives(&parts.headers)));
         let request = KeyedRequest {
             key,
             parts,
             body,
             head,
+            directives,
         };
         let memory = match &shared.backend {
             Backend::Memory(memory) => memory,

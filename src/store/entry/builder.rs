@@ -19,6 +19,8 @@ pub(crate) struct EntryParts {
     pub(crate) fresh_until_ms: u64,
     pub(crate) stale_while_revalidate_until_ms: u64,
     pub(crate) grace_until_ms: u64,
+    pub(crate) stale_if_error_until_ms: u64,
+    pub(crate) lean: bool,
     pub(crate) path: String,
     pub(crate) tags: Vec<String>,
     pub(crate) full_key: Option<String>,
@@ -86,6 +88,8 @@ impl Entry {
 ///     .fresh_until_ms(entry.fresh_until_ms())
 ///     .stale_while_revalidate_until_ms(entry.stale_while_revalidate_until_ms())
 ///     .grace_until_ms(entry.grace_until_ms())
+///     .stale_if_error_until_ms(entry.stale_if_error_until_ms())
+///     .lean_headers(entry.lean_headers())
 ///     .tags(entry.tags())
 ///     .build();
 /// assert_eq!(copy.body(), entry.body());
@@ -98,6 +102,7 @@ pub struct EntryBuilder {
     parts: EntryParts,
     status: StatusCode,
     stale_while_revalidate_until_ms: Option<u64>,
+    stale_if_error_until_ms: Option<u64>,
     store_key_len: usize,
 }
 
@@ -118,6 +123,7 @@ impl Entry {
             },
             status: StatusCode::OK,
             stale_while_revalidate_until_ms: None,
+            stale_if_error_until_ms: None,
             store_key_len: 0,
         }
     }
@@ -216,10 +222,24 @@ impl EntryBuilder {
         self
     }
 
-    /// Until when the entry may be served at all (freshness plus grace); a
-    /// store may drop it after this.
+    /// Until when the entry is kept (freshness plus grace); a store may
+    /// drop it after this.
     pub fn grace_until_ms(mut self, ms: u64) -> Self {
         self.parts.grace_until_ms = ms;
+        self
+    }
+
+    /// Whether answers from the entry leave out `Cache-Status`, as
+    /// [`Entry::lean_headers`] gave it.
+    pub fn lean_headers(mut self, lean: bool) -> Self {
+        self.parts.lean = lean;
+        self
+    }
+
+    /// Until when the stale entry may answer in place of an origin error
+    /// (default: its grace end).
+    pub fn stale_if_error_until_ms(mut self, ms: u64) -> Self {
+        self.stale_if_error_until_ms = Some(ms);
         self
     }
 
@@ -243,6 +263,8 @@ impl EntryBuilder {
         parts.stale_while_revalidate_until_ms = self
             .stale_while_revalidate_until_ms
             .unwrap_or(parts.grace_until_ms);
+        parts.stale_if_error_until_ms =
+            self.stale_if_error_until_ms.unwrap_or(parts.grace_until_ms);
         Entry::from_parts(parts, self.store_key_len).expect("a StatusCode is a valid status")
     }
 }

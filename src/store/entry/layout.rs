@@ -184,15 +184,17 @@ impl Entry {
             offset(parts.fresh_until_ms),
             offset(parts.stale_while_revalidate_until_ms),
             offset(parts.grace_until_ms),
+            offset(parts.stale_if_error_until_ms),
         );
         let (times, until_ms) = match offsets {
-            (Some(f), Some(s), Some(g)) => ((f, s, g), None),
+            (Some(f), Some(s), Some(g), Some(e)) => ((f, s, g, e), None),
             _ => (
-                (u32::MAX, u32::MAX, u32::MAX),
+                (u32::MAX, u32::MAX, u32::MAX, u32::MAX),
                 Some([
                     parts.fresh_until_ms,
                     parts.stale_while_revalidate_until_ms,
                     parts.grace_until_ms,
+                    parts.stale_if_error_until_ms,
                 ]),
             ),
         };
@@ -215,6 +217,7 @@ impl Entry {
             fresh_for_ms: times.0,
             stale_while_revalidate_for_ms: times.1,
             grace_for_ms: times.2,
+            error_for_ms: times.3,
             path_len: u32_of(path.len()),
             key_at: u32_of(key_at),
             key_len: u32_of(key_len),
@@ -222,6 +225,7 @@ impl Entry {
             status,
             common_headers: common_headers.map_or(0, |i| i as u8 + 1),
             hashed,
+            lean: parts.lean,
             rare: (!rare.is_empty()).then(|| Box::new(rare)),
         };
         Some((entry, names_heap))
@@ -258,6 +262,9 @@ impl Entry {
     /// `ETag`; `None` for any other.
     #[inline]
     pub(crate) fn ready_head(&self) -> Option<(&'static ResponseHead, &HeaderValue)> {
+        if self.lean {
+            return None;
+        }
         let etag = self.etag.as_ref()?;
         let i = usize::from(self.common_headers).checked_sub(1)?;
         let head = READY_HEADS[i].get_or_init(|| {
@@ -296,6 +303,8 @@ mod tests {
             fresh_until_ms: 61_000,
             stale_while_revalidate_until_ms: 71_000,
             grace_until_ms: 81_000,
+            stale_if_error_until_ms: 76_000,
+            lean: false,
             path: "/items/1".into(),
             tags: vec!["t".into()],
             full_key: None,
@@ -342,6 +351,7 @@ mod tests {
         assert_eq!(e.fresh_until_ms(), 61_000);
         assert_eq!(e.stale_while_revalidate_until_ms(), 71_000);
         assert_eq!(e.grace_until_ms(), 81_000);
+        assert_eq!(e.stale_if_error_until_ms(), 76_000);
         assert_eq!((e.full_key(), e.key(), e.vary()), (None, None, None));
         assert!(e.key_is("anything"), "an entry without its key matches any");
     }

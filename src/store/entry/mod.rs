@@ -44,6 +44,8 @@ pub struct Entry {
     fresh_for_ms: u32,
     stale_while_revalidate_for_ms: u32,
     grace_for_ms: u32,
+    /// Stale-if-error end, likewise.
+    error_for_ms: u32,
     path_len: u32,
     /// Where the key starts in `tail` and how long it is (0: not known).
     key_at: u32,
@@ -55,6 +57,9 @@ pub struct Entry {
     /// The key is longer than [`HASH_ABOVE`](crate::key::HASH_ABOVE): the
     /// store indexes it by a hash, and `full_key()` returns it.
     hashed: bool,
+    /// Answers from it carry no `Cache-Status` (a cache built with
+    /// `CacheBuilder::lean_headers`).
+    lean: bool,
     /// What few entries have: tags, a Vary marker's names, far-off times.
     rare: Option<Box<Rare>>,
 }
@@ -63,9 +68,9 @@ pub struct Entry {
 struct Rare {
     tags: Box<[Box<str>]>,
     vary: Option<Box<[HeaderName]>>,
-    /// Freshness, stale-while-revalidate and grace ends (Unix ms), when they
-    /// lie too far from `born_ms` for 32-bit offsets.
-    until_ms: Option<[u64; 3]>,
+    /// Freshness, stale-while-revalidate, grace and stale-if-error ends
+    /// (Unix ms), when they lie too far from `born_ms` for 32-bit offsets.
+    until_ms: Option<[u64; 4]>,
 }
 
 impl Rare {
@@ -161,7 +166,10 @@ impl Entry {
         self.key_hash
     }
 
-    /// When the origin read began, in cache-clock milliseconds (Unix ms).
+    /// When the stored response was generated, in cache-clock milliseconds
+    /// (Unix ms): when its origin read began, less the age the response
+    /// already had on arrival (its `Age`, and the time it took, RFC 9111
+    /// section 4.2.3). Its `Age` on a hit is the time since.
     pub fn born_ms(&self) -> u64 {
         self.born_ms
     }
@@ -177,10 +185,25 @@ impl Entry {
         self.until_ms(1, self.stale_while_revalidate_for_ms)
     }
 
-    /// Until when the entry may be served at all (freshness plus grace):
-    /// a store may drop it after this.
+    /// Until when the entry is kept (freshness plus grace, and the time a
+    /// stale entry is kept to be revalidated): a store may drop it after
+    /// this.
     pub fn grace_until_ms(&self) -> u64 {
         self.until_ms(2, self.grace_for_ms)
+    }
+
+    /// Whether answers from this entry leave out `Cache-Status` (it was
+    /// stored by a cache built with
+    /// [`CacheBuilder::lean_headers`](crate::CacheBuilder::lean_headers)).
+    pub fn lean_headers(&self) -> bool {
+        self.lean
+    }
+
+    /// Until when a stale entry may answer in place of an origin error
+    /// (stale-if-error); never after [`grace_until_ms`](Self::grace_until_ms).
+    pub fn stale_if_error_until_ms(&self) -> u64 {
+        self.until_ms(3, self.error_for_ms)
+            .min(self.grace_until_ms())
     }
 
     /// The full key of an entry stored under a hashed key (a key longer

@@ -101,7 +101,7 @@ pub(crate) const GET: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if not v then return {0} end
 local len = string.len(v)
-if len < 11 or string.byte(v, 1) ~= 2 then
+if len < 11 or string.byte(v, 1) ~= 3 then
   redis.call('DEL', KEYS[1])
   return {3}
 end
@@ -203,3 +203,12 @@ pub(crate) const GENERATION: &str = concat!(
 
 /// Every script, to load them all at once.
 pub(crate) const ALL: [&str; 4] = [GET, PUT, INVALIDATE, GENERATION];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_lookup_script_reads_the_codecs_version() {
+        let check = format!("string.byte(v, 1) ~= {} then", super::super::codec::VERSION);
+        assert!(super::GET.contains(&check), "GET checks another version");
+    }
+}
