@@ -51,11 +51,10 @@ use tower_response_cache::{Cache, CacheLayer, InvalidateOn};
 const USAGE: &str = "\
 A caching reverse proxy in front of one HTTP/1.1 upstream.
 
-usage: reverse_proxy [--listen ADDR] [--upstream URL] [--ttl SECS]
+usage: reverse_proxy [--listen ADDR] [--upstream URL]
 
   --listen ADDR    address to serve on (default 127.0.0.1:8080)
   --upstream URL   http://host:port of the upstream (default http://127.0.0.1:8000)
-  --ttl SECS       how long a response is kept (default 60)
   --help           this text
 ";
 
@@ -77,7 +76,6 @@ type ProxyBody = Either<Incoming, Full<Bytes>>;
 struct Args {
     listen: SocketAddr,
     upstream: Upstream,
-    ttl: Duration,
 }
 
 /// Where requests go: an `http` scheme and an authority, nothing else.
@@ -90,13 +88,11 @@ struct Upstream {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut listen = "127.0.0.1:8080".to_owned();
     let mut upstream = "http://127.0.0.1:8000".to_owned();
-    let mut ttl = "60".to_owned();
     while let Some(arg) = args.next() {
         let slot = match arg.as_str() {
             "-h" | "--help" => return Ok(None),
             "--listen" => &mut listen,
             "--upstream" => &mut upstream,
-            "--ttl" => &mut ttl,
             other => return Err(format!("unknown argument {other:?}")),
         };
         *slot = args.next().ok_or(format!("{arg} needs a value"))?;
@@ -118,15 +114,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
             ))
         }
     };
-    let ttl = ttl
-        .parse()
-        .map(Duration::from_secs)
-        .map_err(|e| format!("--ttl {ttl:?}: {e}"))?;
-    Ok(Some(Args {
-        listen,
-        upstream,
-        ttl,
-    }))
+    Ok(Some(Args { listen, upstream }))
 }
 
 /// Removes the fields of one connection: those `Connection` names, then
@@ -226,10 +214,12 @@ async fn serve(listener: TcpListener, args: Args) {
         async move { Ok::<_, Infallible>(forward(&client, &upstream, req).await) }
     });
     let service = ServiceBuilder::new()
-        // RFC 9111, section 4.4: a non-error answer to an unsafe method
-        // flushes its URI (and same-origin Location, Content-Location).
-        .layer(InvalidateOn::new(&cache).when(|s| s.is_success() || s.is_redirection()))
-        .layer(CacheLayer::new(&cache).ttl(args.ttl))
+        // A non-error answer to any method but GET, HEAD, OPTIONS and
+        // TRACE flushes its URI and same-origin Location and
+        // Content-Location (RFC 9111, section 4.4).
+        .layer(InvalidateOn::new(&cache))
+        // Freshness from each response, revalidation, request directives.
+        .layer(CacheLayer::new(&cache).shared_cache())
         .service(proxy);
     loop {
         let (stream, peer) = match listener.accept().await {
