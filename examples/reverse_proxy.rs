@@ -6,7 +6,13 @@
 //! cargo run --release --example reverse_proxy -- --listen 127.0.0.1:8080 --upstream http://127.0.0.1:8000
 //! ```
 //!
-//! What it does on the way:
+//! The cache is the crate's shared-cache mode (freshness from each
+//! response, revalidation, the requests' own directives), reading
+//! `CDN-Cache-Control` (RFC 9213) before `Cache-Control`; `InvalidateOn`
+//! flushes what a write changed. `docs/conformance.md` scores this
+//! example against the public RFC 9111 test suite.
+//!
+//! What the proxy does on the way:
 //!
 //! - every method, path, query and header is forwarded, and bodies stream
 //!   both ways (nothing is buffered but what the cache keeps a copy of);
@@ -14,26 +20,25 @@
 //!   (`Connection` and the fields it names, `Keep-Alive`,
 //!   `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`), and the
 //!   proxy authentication fields, which are meant for one hop, are removed
-//!   in both directions (so upgrades such as WebSocket are not proxied);
-//!   `Trailer` is end to end and kept, and `TE: trailers` is sent upstream
-//!   when the client accepts trailers;
+//!   in both directions (so upgrades such as WebSocket are not proxied,
+//!   and the upstream is not asked for trailers); `Trailer` is end to end
+//!   (RFC 9110, section 6.6.2) and kept;
 //! - `Host` is the client's, so that the upstream sees the name it was
 //!   asked for (virtual hosts, absolute links, same-origin `Location`s)
 //!   and the cache, which keys on the host, keys on the name the upstream
 //!   answered; a request without one gets the upstream's authority;
 //! - `Via` is added to each request (a gateway must, RFC 9110, 7.6.3);
-//! - an unreachable upstream is answered `502 Bad Gateway`, never stored.
+//! - an unreachable upstream is answered `502 Bad Gateway` (a body it
+//!   cuts short is cut short for the client too).
 //!
 //! Set `RUST_LOG=tower_response_cache=debug` to see each cache decision.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{
     header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
 };
@@ -45,8 +50,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::{service_fn, ServiceBuilder};
-use tower_response_cache::{Cache, CacheLayer, InvalidateOn};
+use tower::ServiceBuilder;
+use tower_response_cache::{Cache, CacheLayer, InvalidateOn, RoutePolicy};
 
 const USAGE: &str = "\
 A caching reverse proxy in front of one HTTP/1.1 upstream.
@@ -71,17 +76,12 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authorization",
 ];
 
-type ProxyBody = Either<Incoming, Full<Bytes>>;
+type ClientError = hyper_util::client::legacy::Error;
 
 struct Args {
     listen: SocketAddr,
-    upstream: Upstream,
-}
-
-/// Where requests go: an `http` scheme and an authority, nothing else.
-struct Upstream {
-    scheme: Scheme,
-    authority: Authority,
+    /// Where requests go, over `http`.
+    upstream: Authority,
 }
 
 /// The arguments, `Ok(None)` for `--help`.
@@ -104,10 +104,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         .parse()
         .map_err(|e| format!("--upstream {upstream:?}: {e}"))?;
     let upstream = match (uri.scheme(), uri.authority(), uri.path()) {
-        (Some(scheme), Some(authority), "/" | "") if *scheme == Scheme::HTTP => Upstream {
-            scheme: scheme.clone(),
-            authority: authority.clone(),
-        },
+        (Some(scheme), Some(authority), "/" | "") if *scheme == Scheme::HTTP => authority.clone(),
         _ => {
             return Err(format!(
                 "--upstream {upstream:?}: expected http://host:port"
@@ -135,71 +132,55 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether the client's `TE` accepts trailers.
-fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|coding| coding.trim().eq_ignore_ascii_case("trailers"))
-}
-
-/// Sends one request upstream and relays its answer.
+/// Sends one request upstream and returns its answer; an error when the
+/// upstream cannot be reached or drops the connection.
 async fn forward(
     client: &Client<HttpConnector, Incoming>,
-    upstream: &Upstream,
+    upstream: Authority,
     mut req: Request<Incoming>,
-) -> Response<ProxyBody> {
-    let trailers = accepts_trailers(req.headers());
+) -> Result<Response<Incoming>, ClientError> {
     let via = match req.version() {
         Version::HTTP_10 => "1.0 tower-response-cache",
         _ => "1.1 tower-response-cache",
     };
-    let headers = req.headers_mut();
-    strip_hop_by_hop(headers);
-    if trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    strip_hop_by_hop(req.headers_mut());
+    req.headers_mut()
+        .append(header::VIA, HeaderValue::from_static(via));
+    let mut target = req.uri().clone().into_parts();
+    target.scheme = Some(Scheme::HTTP);
+    target.authority = Some(upstream);
+    if target.path_and_query.is_none() {
+        target.path_and_query = Some(PathAndQuery::from_static("/"));
     }
-    headers.append(header::VIA, HeaderValue::from_static(via));
-    let target = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(req.uri().path_and_query().map_or("/", |p| p.as_str()))
-        .build();
-    match target {
-        Ok(target) => *req.uri_mut() = target,
-        Err(e) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                format!("bad request target: {e}\n"),
-            )
-        }
-    }
+    *req.uri_mut() = Uri::from_parts(target).expect("a scheme, an authority and a path");
     *req.version_mut() = Version::HTTP_11;
-    match client.request(req).await {
-        Ok(mut res) => {
-            strip_hop_by_hop(res.headers_mut());
-            res.map(Either::Left)
-        }
-        Err(e) => {
-            eprintln!("upstream {}: {e}", upstream.authority);
-            answer(StatusCode::BAD_GATEWAY, "upstream unreachable\n".to_owned())
-        }
-    }
+    let mut res = client.request(req).await?;
+    strip_hop_by_hop(res.headers_mut());
+    Ok(res)
 }
 
-/// A short plain-text answer of the proxy's own, never cached.
-fn answer(status: StatusCode, text: String) -> Response<ProxyBody> {
-    let mut res = Response::new(Either::Right(Full::new(Bytes::from(text))));
-    *res.status_mut() = status;
+/// The upstream's answer, or a short `502 Bad Gateway` of the proxy's own
+/// when there is none (never an error). Made outside the cache, so that
+/// the cache sees an unreachable upstream as an error (a stale entry may
+/// answer it), not as a 502 of the upstream's.
+fn or_bad_gateway<B>(
+    result: Result<Response<B>, ClientError>,
+) -> Result<Response<Either<B, Full<Bytes>>>, ClientError> {
+    let e = match result {
+        Ok(res) => return Ok(res.map(Either::Left)),
+        Err(e) => e,
+    };
+    eprintln!("upstream: {e:?}");
+    let body = Full::new(Bytes::from_static(b"upstream unreachable\n"));
+    let mut res = Response::new(Either::Right(body));
+    *res.status_mut() = StatusCode::BAD_GATEWAY;
     let headers = res.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    Ok(res)
 }
 
 /// Accepts connections forever, serving each through the layers.
@@ -207,20 +188,28 @@ async fn serve(listener: TcpListener, args: Args) {
     let cache = Cache::builder().max_bytes(64 << 20).build();
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client = Client::builder(TokioExecutor::new()).build(connector);
-    let upstream = Arc::new(args.upstream);
-    let proxy = service_fn(move |req| {
-        let (client, upstream) = (client.clone(), upstream.clone());
-        async move { Ok::<_, Infallible>(forward(&client, &upstream, req).await) }
-    });
+    // Idle upstream connections are closed here before the upstream's own
+    // keep-alive timeout (5 s in Node and Apache httpd) closes them: a
+    // request sent on a connection as the upstream closes it would fail.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(4))
+        .build(connector);
+    // `shared_cache()` with this policy in place of its own: the same
+    // freshness from the response, and the targeted field read first.
+    let shared = RoutePolicy::from_headers()
+        .heuristic_freshness(Duration::from_secs(24 * 3600))
+        .targeted_field("cdn-cache-control");
     let service = ServiceBuilder::new()
+        .map_result(or_bad_gateway)
         // A non-error answer to any method but GET, HEAD, OPTIONS and
         // TRACE flushes its URI and same-origin Location and
         // Content-Location (RFC 9111, section 4.4).
         .layer(InvalidateOn::new(&cache))
-        // Freshness from each response, revalidation, request directives.
-        .layer(CacheLayer::new(&cache).shared_cache())
-        .service(proxy);
+        .layer(CacheLayer::new(&cache).shared_cache().policy(shared))
+        .service_fn(move |req: Request<Incoming>| {
+            let (client, upstream) = (client.clone(), args.upstream.clone());
+            async move { forward(&client, upstream, req).await }
+        });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -263,8 +252,8 @@ async fn main() -> ExitCode {
         }
     };
     println!(
-        "proxying http://{} -> {}://{}; Ctrl-C to stop",
-        args.listen, args.upstream.scheme, args.upstream.authority
+        "proxying http://{} -> http://{}; Ctrl-C to stop",
+        args.listen, args.upstream
     );
     tokio::select! {
         () = serve(listener, args) => {}
