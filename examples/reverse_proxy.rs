@@ -196,9 +196,7 @@ async fn serve(listener: TcpListener, args: Args) {
         .build(connector);
     // `shared_cache()` with this policy in place of its own: the same
     // freshness from the response, and the targeted field read first.
-    let shared = RoutePolicy::from_headers()
-        .heuristic_freshness(Duration::from_secs(24 * 3600))
-        .targeted_field("cdn-cache-control");
+    let shared = RoutePolicy::shared_cache().targeted_field("cdn-cache-control");
     let service = ServiceBuilder::new()
         .map_result(or_bad_gateway)
         // A non-error answer to any method but GET, HEAD, OPTIONS and

@@ -195,14 +195,58 @@ pub(crate) fn response_directives(
     targeted: Option<&HeaderName>,
 ) -> ResponseDirectives {
     if let Some(name) = targeted {
-        if headers.contains_key(name) {
-            let parsed = parse_response(headers, name);
-            if !parsed.unreadable {
-                return parsed;
-            }
+        let mut values = headers.get_all(name).iter().peekable();
+        let present = values.peek().is_some();
+        if present && values.all(|v| v.to_str().is_ok_and(is_targeted_dictionary)) {
+            return parse_response(headers, name);
         }
     }
     parse_response(headers, &header::CACHE_CONTROL)
+}
+
+/// Whether a targeted field's value is a Structured Fields dictionary
+/// (RFC 8941) whose numeric directives are integers, as RFC 9213 asks: one
+/// that is not is ignored, whole.
+fn is_targeted_dictionary(value: &str) -> bool {
+    let key_ok = |k: &str| {
+        let mut bytes = k.bytes();
+        bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
+            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b))
+    };
+    let integer = |v: &str| {
+        let digits = v.strip_prefix('-').unwrap_or(v);
+        !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    let item = |v: &str| {
+        let bare = v.split(';').next().unwrap_or("").trim();
+        integer(bare)
+            || bare == "?0"
+            || bare == "?1"
+            || (bare.len() >= 2 && bare.starts_with('"') && bare.ends_with('"'))
+            || bare
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'*')
+    };
+    split_list(value).all(|member| {
+        let member = member.trim();
+        let (key, arg) = match member.split_once('=') {
+            Some((k, a)) => (k.split(';').next().unwrap_or(""), Some(a.trim())),
+            None => (member.split(';').next().unwrap_or(""), None),
+        };
+        if !key_ok(key) {
+            return false;
+        }
+        match (key, arg) {
+            ("max-age" | "s-maxage" | "stale-while-revalidate" | "stale-if-error", Some(a)) => {
+                integer(a.split(';').next().unwrap_or("").trim())
+            }
+            (_, Some(a)) => item(a),
+            (_, None) => true,
+        }
+    })
 }
 
 fn parse_response(headers: &HeaderMap, name: &HeaderName) -> ResponseDirectives {
@@ -292,19 +336,19 @@ fn one_date(headers: &HeaderMap, name: &HeaderName) -> Result<Option<u64>, ()> {
     Ok(found)
 }
 
-/// The response's `Age`, in seconds (an invalid one, the strictest:
-/// 2^31 seconds, so the response is stale).
+/// The response's `Age`, in seconds (RFC 9111, section 5.1): the first
+/// member of its first line; a value that is not a non-negative integer is
+/// ignored. Past 2^31 seconds it reads as 2^31 (stale on arrival).
 fn age_secs(headers: &HeaderMap) -> u64 {
-    let mut age = 0;
-    for value in headers.get_all(header::AGE) {
-        let read = value
-            .to_str()
-            .ok()
-            .map(|v| delta(Some(v.trim())))
-            .unwrap_or(Err(()));
-        age = age.max(read.unwrap_or(MAX_DELTA));
-    }
-    age
+    let Some(value) = headers.get(header::AGE) else {
+        return 0;
+    };
+    let first = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    delta(first).unwrap_or(0)
 }
 
 /// The times an entry gets when it is stored.
@@ -590,13 +634,32 @@ mod tests {
             .unwrap();
         assert_eq!(t.born_ms, 1_000_000 - 12_000);
         assert_eq!(t.fresh_until_ms, t.born_ms + 60_000);
-        // A huge or invalid Age: stale on arrival.
-        for age in ["99999999999999999999", "x"] {
-            let h = headers(&[("cache-control", "max-age=60"), ("age", age)]);
-            let t = f
-                .timing(StatusCode::OK, &h, at, Duration::ZERO, Grace::default())
-                .unwrap();
-            assert!(t.fresh_until_ms <= at.request_ms, "{age}");
+        // A huge Age, or a list whose first member is large: stale on
+        // arrival. An invalid one is ignored; of a list, the first member.
+        let timing = |ages: &[&str]| {
+            let mut pairs = vec![("cache-control", "max-age=60")];
+            pairs.extend(ages.iter().map(|a| ("age", *a)));
+            f.timing(
+                StatusCode::OK,
+                &headers(&pairs),
+                at,
+                Duration::ZERO,
+                Grace::default(),
+            )
+            .unwrap()
+        };
+        for stale in [&["99999999999999999999"][..], &["7200, 0"], &["7200", "0"]] {
+            assert!(timing(stale).fresh_until_ms <= at.request_ms, "{stale:?}");
+        }
+        for fresh in [
+            &["x"][..],
+            &["-7200"],
+            &["7200.0"],
+            &["0, 7200"],
+            &["0", "7200"],
+            &["0, 0"],
+        ] {
+            assert_eq!(timing(fresh).born_ms, at.request_ms - 2_000, "{fresh:?}");
         }
     }
 
@@ -633,5 +696,34 @@ mod tests {
         )]));
         assert!(r.only_if_cached);
         assert_eq!(r.max_stale, Some(Some(0)));
+    }
+}
+
+#[cfg(test)]
+mod targeted_tests {
+    use super::*;
+
+    #[test]
+    fn a_targeted_field_that_is_not_a_dictionary_is_ignored() {
+        for valid in [
+            "max-age=60",
+            "max-age=60, must-revalidate",
+            "no-store",
+            "max-age=5;x=1",
+            "foo=\"bar\", baz=?1",
+        ] {
+            assert!(is_targeted_dictionary(valid), "{valid}");
+        }
+        for invalid in [
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "Max-Age=5",
+            "max-age=1.5",
+            "max-age=",
+            ", ,x=(",
+            "max-age=60, é",
+        ] {
+            assert!(!is_targeted_dictionary(invalid), "{invalid}");
+        }
     }
 }

@@ -110,6 +110,19 @@ impl RoutePolicy {
         }
     }
 
+    /// The policy of [`CacheLayer::shared_cache`](crate::CacheLayer::shared_cache),
+    /// to start from when a shared cache needs more (a targeted field, a
+    /// ceiling): [`from_headers`](Self::from_headers) with heuristic
+    /// freshness of at most a day, and a stale entry served for up to a
+    /// minute in place of an upstream that fails or cannot be reached
+    /// (RFC 9111, section 4.2.4), unless the response forbade it
+    /// (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
+    pub fn shared_cache() -> Self {
+        Self::from_headers()
+            .heuristic_freshness(Duration::from_secs(24 * 3600))
+            .stale_if_error(Duration::from_secs(60))
+    }
+
     /// With [`from_headers`](Self::from_headers): the lifetime of a
     /// response that states none.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {

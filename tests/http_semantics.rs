@@ -722,3 +722,29 @@ async fn the_headers_the_cache_adds_are_the_same_on_the_storing_miss_as_on_its_h
     let post = fetch(&client, addr, "POST", "/plain", &[]).await;
     assert_eq!(post.header("cache-status"), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_cache_answers_stale_for_a_minute_when_the_upstream_fails() {
+    let failing: Script = |n, _| match n {
+        1 => (StatusCode::OK, cc("max-age=2")),
+        _ => (StatusCode::BAD_GATEWAY, vec![]),
+    };
+    let cache = Cache::builder().build();
+    let origin = Origin::default();
+    let app = origin.router(failing, CacheLayer::new(&cache).shared_cache());
+    send(&app, read("/r")).await;
+    tokio::time::advance(3 * SEC).await;
+    let stale = send(&app, read("/r")).await;
+    assert_eq!(
+        (stale.status, stale.text().as_str()),
+        (StatusCode::OK, "body 1")
+    );
+    assert!(
+        stale.cache_status().contains("stale-if-error"),
+        "{}",
+        stale.cache_status()
+    );
+    // Not past the minute.
+    tokio::time::advance(60 * SEC).await;
+    assert_eq!(send(&app, read("/r")).await.status, StatusCode::BAD_GATEWAY);
+}

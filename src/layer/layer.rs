@@ -113,10 +113,12 @@ impl CacheLayer {
 impl CacheLayer {
     /// A shared cache in front of an upstream (a caching reverse proxy):
     /// every GET and HEAD path is cached as HTTP says, with
-    /// [`RoutePolicy::from_headers`] and heuristic freshness (at most a
-    /// day) as the policy of paths no [`route`](Self::route) names, and
-    /// the requests' own directives honoured
-    /// ([`request_directives`](Self::request_directives)).
+    /// [`RoutePolicy::shared_cache`] (freshness from the response, heuristic
+    /// freshness of at most a day, a minute of stale answers when the
+    /// upstream fails) as the policy of paths no [`route`](Self::route)
+    /// names, and the requests' own directives honoured
+    /// ([`request_directives`](Self::request_directives)). Follow it with
+    /// [`policy`](Self::policy) to change that policy.
     ///
     /// The crate's safe defaults stay: requests with credentials bypass
     /// unless a route keys on the user, and a response that sets a cookie
@@ -130,7 +132,7 @@ impl CacheLayer {
     /// # let _ = layer;
     /// ```
     pub fn shared_cache(self) -> Self {
-        self.policy(RoutePolicy::from_headers().heuristic_freshness(Duration::from_secs(24 * 3600)))
+        self.policy(RoutePolicy::shared_cache())
             .request_directives()
     }
 
