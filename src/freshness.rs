@@ -113,6 +113,11 @@ pub(crate) struct RequestDirectives {
 fn directives(value: &str) -> impl Iterator<Item = (String, Option<String>)> + '_ {
     split_list(value).filter_map(|member| {
         let (name, arg) = match member.split_once('=') {
+            // No space may stand around `=` (RFC 9111, section 5.2): such
+            // an argument is unreadable, and a lifetime it gives stale.
+            Some((n, a)) if n.ends_with([' ', '\t']) || a.starts_with([' ', '\t']) => {
+                (n.trim(), Some(""))
+            }
             Some((n, a)) => (n.trim(), Some(a.trim())),
             None => (member.trim(), None),
         };
@@ -579,6 +584,9 @@ mod tests {
         assert_eq!(lifetime(&[("cache-control", "max-age=-1")]), Ok(0));
         assert_eq!(lifetime(&[("cache-control", "max-age=1.5")]), Ok(0));
         assert_eq!(lifetime(&[("cache-control", "max-age=")]), Ok(0));
+        assert_eq!(lifetime(&[("cache-control", "max-age =5")]), Ok(0));
+        assert_eq!(lifetime(&[("cache-control", "max-age= 5")]), Ok(0));
+        assert_eq!(lifetime(&[("cache-control", " max-age=5 ")]), Ok(5_000));
         // Beyond any integer: 2^31 seconds.
         assert_eq!(
             lifetime(&[("cache-control", "max-age=99999999999999999999999999")]),
