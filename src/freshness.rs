@@ -469,11 +469,8 @@ impl Freshness {
             return None;
         }
         let modified = one_date(headers, &header::LAST_MODIFIED).ok()??;
-        let now = date_ms.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, ms)
-        });
+        let now =
+            date_ms.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, ms));
         Some((now.saturating_sub(modified) / 10).min(ms(max)))
     }
 }
