@@ -1,0 +1,100 @@
+//! What the fuzzers (`fuzz/`, docs/fuzzing.md) found, kept as tests that
+//! run on stable: each holds the input that failed, cut down to what made
+//! it fail, and goes through a real axum router where the failure can be
+//! seen from outside. The `replay` module (feature `fuzzing`) checks the
+//! same inputs against the property the fuzz target checked.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use http::{HeaderValue, Request};
+use support::*;
+use tower_response_cache::{Cache, CacheLayer};
+
+const MIN: Duration = Duration::from_secs(60);
+
+fn get_with_bytes(uri: &str, headers: &[(&str, &[u8])]) -> Request<Body> {
+    let mut req = Request::get(uri).body(Body::empty()).unwrap();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        req.headers_mut()
+            .append(name, HeaderValue::from_bytes(value).unwrap());
+    }
+    req
+}
+
+/// A router whose handler counts its calls and answers with the count,
+/// so that a hit shows whose response it is.
+fn counted(layer: CacheLayer, vary: Option<&'static str>) -> (Router, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let handler = move || {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let mut res = http::Response::new(Body::from(format!("call {n}")));
+            if let Some(vary) = vary {
+                res.headers_mut()
+                    .insert("vary", HeaderValue::from_static(vary));
+            }
+            res
+        }
+    };
+    let app = Router::new().route("/p", get(handler)).layer(layer);
+    (app, calls)
+}
+
+/// fuzz target `host`: the normal form of `acme.example:80.` was
+/// `acme.example:80`, which is not normal (its own normal form is
+/// `acme.example`). A port must be digits: such a host is refused.
+#[tokio::test]
+async fn a_host_whose_port_is_not_digits_is_refused() {
+    let cache = Cache::builder().build();
+    let (app, calls) = counted(CacheLayer::new(&cache).ttl(MIN), None);
+    for host in [&b"acme.example:80."[..], b"a:80:80", b"[::1]:x"] {
+        let seen = send(&app, get_with_bytes("/p", &[("host", host)])).await;
+        assert_eq!(
+            seen.cache_status(),
+            "tower-response-cache; fwd=bypass; detail=uri-malformed",
+            "{}",
+            String::from_utf8_lossy(host)
+        );
+    }
+    // The normal spellings still share one entry.
+    send(&app, get_with_bytes("/p", &[("host", b"acme.example.:80")])).await;
+    let seen = send(&app, get_with_bytes("/p", &[("host", b"ACME.example")])).await;
+    assert!(seen.is_hit(), "{}", seen.cache_status());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+/// The same inputs, against the properties the fuzz targets check.
+#[cfg(feature = "fuzzing")]
+mod replay {
+    use tower_response_cache::fuzzing::{is_normal_host, normal_host};
+
+    #[test]
+    fn host_normal_forms_are_normal_and_idempotent() {
+        for host in [
+            "acme.example:80.",
+            "a:80:80",
+            "acme.example.:443",
+            "[::1]:80",
+            "A.:8080",
+        ] {
+            if let Some(normal) = normal_host(host) {
+                assert!(is_normal_host(&normal), "{host} -> {normal}");
+                assert_eq!(normal_host(&normal).as_deref(), Some(normal.as_str()));
+            }
+        }
+        assert_eq!(
+            normal_host("acme.example.:443").as_deref(),
+            Some("acme.example")
+        );
+        assert_eq!(normal_host("A.:8080").as_deref(), Some("a:8080"));
+    }
+}
