@@ -72,6 +72,28 @@ async fn a_host_whose_port_is_not_digits_is_refused() {
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
 
+/// fuzz target `key`: a `Host` that is not text (`exam\xff...p`) was keyed
+/// as no host at all, so its response was stored under the key of the
+/// same path asked with no `Host`, and served to such a request.
+#[tokio::test]
+async fn a_host_that_is_not_text_never_shares_the_entries_of_no_host() {
+    let cache = Cache::builder().build();
+    let (app, calls) = counted(CacheLayer::new(&cache).ttl(MIN), None);
+    let odd = send(
+        &app,
+        get_with_bytes("/p?a=1", &[("host", b"exam\xff\xff\xff\xff\xff\xffp")]),
+    )
+    .await;
+    assert_eq!(
+        odd.cache_status(),
+        "tower-response-cache; fwd=bypass; detail=uri-malformed"
+    );
+    let plain = send(&app, get_with_bytes("/p?a=1", &[])).await;
+    assert!(!plain.is_hit(), "served the odd host's response");
+    assert_eq!(plain.text(), "call 2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 /// The same inputs, against the properties the fuzz targets check.
 #[cfg(feature = "fuzzing")]
 mod replay {
