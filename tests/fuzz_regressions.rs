@@ -94,10 +94,33 @@ async fn a_host_that_is_not_text_never_shares_the_entries_of_no_host() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
+/// fuzz target `vary`: a request without the header a response varies on
+/// and one with it empty (`X-A: `) selected the same variant. RFC 9111,
+/// section 4.1: an absent header matches only an absent one.
+#[tokio::test]
+async fn an_absent_vary_header_never_matches_an_empty_one() {
+    let cache = Cache::builder().build();
+    let (app, calls) = counted(CacheLayer::new(&cache).ttl(MIN), Some("x-a"));
+    let absent = send(&app, get_with_bytes("/p", &[])).await;
+    assert_eq!(absent.text(), "call 1");
+    assert!(send(&app, get_with_bytes("/p", &[])).await.is_hit());
+    let empty = send(&app, get_with_bytes("/p", &[("x-a", b"")])).await;
+    assert!(
+        !empty.is_hit(),
+        "the empty value got the absent one's variant"
+    );
+    assert_eq!(empty.text(), "call 2");
+    assert!(send(&app, get_with_bytes("/p", &[("x-a", b"")]))
+        .await
+        .is_hit());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 /// The same inputs, against the properties the fuzz targets check.
 #[cfg(feature = "fuzzing")]
 mod replay {
-    use tower_response_cache::fuzzing::{is_normal_host, normal_host};
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use tower_response_cache::fuzzing::{is_normal_host, normal_host, variant_key};
 
     #[test]
     fn host_normal_forms_are_normal_and_idempotent() {
@@ -119,4 +142,23 @@ mod replay {
         );
         assert_eq!(normal_host("A.:8080").as_deref(), Some("a:8080"));
     }
+
+    fn one(name: &'static str, value: &[u8]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_bytes(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn variants_tell_absent_from_empty() {
+        let x_a = [HeaderName::from_static("x-a")];
+        assert_ne!(
+            variant_key(&x_a, &HeaderMap::new()),
+            variant_key(&x_a, &one("x-a", b""))
+        );
+    }
+
 }

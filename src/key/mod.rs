@@ -167,9 +167,15 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap, has
     for name in names {
         out.push('\n');
         out.push_str(name.as_str());
+        let values = headers.get_all(name);
+        if values.iter().next().is_none() {
+            // Absent: the name alone, so that it matches only absent
+            // (RFC 9111, section 4.1), never an empty value.
+            continue;
+        }
         out.push(':');
         let mut first = true;
-        for value in headers.get_all(name) {
+        for value in values {
             if !first {
                 out.push(',');
             }
