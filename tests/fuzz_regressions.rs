@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use http::{HeaderValue, Request};
 use support::*;
-use tower_response_cache::{Cache, CacheLayer};
+use tower_response_cache::{Cache, CacheLayer, RoutePolicy};
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -116,6 +116,30 @@ async fn an_absent_vary_header_never_matches_an_empty_one() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
+/// fuzz target `vary`: credentials a response varies on are keyed by a
+/// keyed hash, and the hash was taken of the value as lossy UTF-8, so two
+/// cookies that differ only in bytes that are not UTF-8 (`\x86` and `\x87`
+/// here, from the fuzzer's input) shared a variant: one user's response
+/// served to another.
+#[tokio::test]
+async fn cookies_differing_in_bytes_that_are_not_utf8_are_other_users() {
+    let cache = Cache::builder().build();
+    // Both requests in one scope, so that only the cookie tells them apart.
+    let policy = RoutePolicy::ttl(MIN).scope(|_| Some("tenant".into()));
+    let (app, calls) = counted(CacheLayer::new(&cache).route("/p", policy), Some("cookie"));
+    let first: &[u8] = b"\x86a=ie:a=\xff\xff\xff2";
+    let second: &[u8] = b"\x87a=ie:a=\xff\xff\xff2";
+    let a = send(&app, get_with_bytes("/p", &[("cookie", first)])).await;
+    assert_eq!(a.text(), "call 1");
+    assert!(send(&app, get_with_bytes("/p", &[("cookie", first)]))
+        .await
+        .is_hit());
+    let b = send(&app, get_with_bytes("/p", &[("cookie", second)])).await;
+    assert!(!b.is_hit(), "served another cookie's response");
+    assert_eq!(b.text(), "call 2");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
 /// The same inputs, against the properties the fuzz targets check.
 #[cfg(feature = "fuzzing")]
 mod replay {
@@ -161,4 +185,16 @@ mod replay {
         );
     }
 
+    #[test]
+    fn credential_variants_tell_bytes_from_bytes() {
+        let cookie = [http::header::COOKIE];
+        assert_ne!(
+            variant_key(&cookie, &one("cookie", b"\x86a=1")),
+            variant_key(&cookie, &one("cookie", b"\x87a=1"))
+        );
+        assert_eq!(
+            variant_key(&cookie, &one("cookie", b"\x86a=1")),
+            variant_key(&cookie, &one("cookie", b"\x86a=1"))
+        );
+    }
 }

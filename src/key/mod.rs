@@ -184,7 +184,9 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap, has
                 // A credential (a response that varies on `Cookie`, a key
                 // on `Authorization`): its keyed hash, never the value.
                 out.push('#');
-                out.push_str(&hasher.hash(&String::from_utf8_lossy(value.as_bytes())));
+                // Its bytes, not a lossy text: two values that differ only
+                // in bytes that are not UTF-8 must not share a hash.
+                out.push_str(&hasher.hash(value.as_bytes()));
                 continue;
             }
             // Header values cannot hold newlines; bytes that are not visible
