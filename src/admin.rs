@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::Cache;
-use crate::invalidate::index::normalise_prefix;
+use crate::invalidate::target::normalise_prefix;
 use crate::invalidate::Target;
 
 /// The most entries one `GET /entries` page lists.
@@ -161,13 +161,22 @@ async fn entries(
                 .strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with('/'))
     };
-    let mut matching: Vec<EntryView> = cache
+    // The entries themselves (a pointer each), not copies of their keys:
+    // only the page is copied out.
+    let mut matching: Vec<_> = cache
         .shared
         .backend
         .memory()
         .into_iter()
         .flat_map(|memory| memory.entries())
         .filter(|e| e.vary().is_none() && under(e.path()))
+        .collect();
+    matching.sort_by(|a, b| a.key().cmp(&b.key()));
+    let total = matching.len();
+    let page: Vec<EntryView> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
         .map(|e| EntryView {
             key: e.key().unwrap_or_default().to_owned(),
             path: e.path().to_owned(),
@@ -177,9 +186,7 @@ async fn entries(
             bytes: e.weight(),
         })
         .collect();
-    matching.sort_by(|a, b| a.key.cmp(&b.key));
-    let total = matching.len();
-    let page: Vec<EntryView> = matching.into_iter().skip(offset).take(limit).collect();
+    drop(matching);
     let next = (offset + page.len() < total).then_some(offset + page.len());
     Json(serde_json::json!({ "entries": page, "total": total, "next_offset": next }))
         .into_response()

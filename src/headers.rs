@@ -139,17 +139,42 @@ pub(crate) fn not_modified(
     matches!((parse(ims), parse(lm)), (Some(ims), Some(lm)) if lm <= ims)
 }
 
-/// A weak `ETag` computed from a body with a stable hash, so every
-/// process computes the same one for the same bytes.
+/// Where the `ETag`s the cache gives stored responses that have none come
+/// from: one per stored response, made when its head arrives (so that the
+/// miss that stores it carries it, as every hit that follows does), from
+/// the key's hash and a counter under a random seed.
 ///
 /// Weak, because the cache cannot know what stands outside it: a
 /// compression layer outside the cache sends other bytes under the same
 /// validator, which a strong one must never do (RFC 9110, section 8.8.1).
 /// A weak validator is all `If-None-Match` needs.
-pub(crate) fn computed_etag(body: &[u8]) -> HeaderValue {
-    let h = xxhash_rust::xxh3::xxh3_128(body);
-    HeaderValue::try_from(format!("{COMPUTED_ETAG_PREFIX}{h:032x}\""))
-        .expect("hex is a valid header value")
+pub(crate) struct TagSource {
+    seed: u64,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl TagSource {
+    /// A source of this process's own (its seed random), so that two
+    /// instances sharing a store never make the same tag.
+    pub(crate) fn random() -> Self {
+        use std::hash::BuildHasher;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        TagSource {
+            seed,
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A new tag for a response about to be stored under `key_hash`.
+    pub(crate) fn next(&self, key_hash: u64) -> HeaderValue {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut input = [0; 16];
+        input[..8].copy_from_slice(&key_hash.to_le_bytes());
+        input[8..].copy_from_slice(&n.to_le_bytes());
+        let h = xxhash_rust::xxh3::xxh3_128_with_seed(&input, self.seed);
+        HeaderValue::try_from(format!("{COMPUTED_ETAG_PREFIX}{h:032x}\""))
+            .expect("hex is a valid header value")
+    }
 }
 
 /// How every `ETag` the cache computes begins: what tells it from one the

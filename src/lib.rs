@@ -77,11 +77,13 @@
 //! | `Proxy-Authorization`, whatever the route's scope | no | `proxy-authorization` |
 //! | a request body (`Content-Length` other than 0, `Transfer-Encoding`) | no | `request-body` |
 //! | `If-Match` or `If-Unmodified-Since` (preconditions for the origin) | no | `precondition` |
-//! | `Range` | a stored response answers in full (200); a miss neither waits for nor leads another request, and its 206 is not stored | `status` for a 206 |
+//! | `Range` | one byte range of a stored 200 is answered 206 from it (416 when unsatisfiable); several ranges or another unit go to the origin; a miss neither waits for nor leads another request, and its 206 is not stored | `status` for a 206 |
 //! | `Cache-Control: no-store` in the request | a stored response answers; on a miss nothing is stored | `request-no-store` |
 //! | status outside the policy's set (default: RFC 9110's heuristically cacheable, less 206) | no | `status` |
 //! | `Set-Cookie` | never | `set-cookie` |
-//! | `Cache-Control: no-store`, `private` or `no-cache` | no | `cache-control` |
+//! | `Cache-Control: no-store` or `private`; `no-cache` without a validator | no | `cache-control` |
+//! | `no-cache` with an `ETag` or `Last-Modified` | stored, revalidated on every use | |
+//! | a [`RoutePolicy::from_headers`] route's response with no freshness (and no default or heuristic) | no | `no-freshness` |
 //! | `Vary: *` | no | `vary-star` |
 //! | `Vary: accept-encoding` (or any header) | one entry per value | |
 //! | `text/event-stream` | streamed, never held back | `event-stream` |
@@ -120,12 +122,40 @@
 //! - **`InvalidateOn` outside `CacheLayer`** (first in a `ServiceBuilder`),
 //!   so that a write's flush is recorded before its response leaves.
 //!
+//! # Freshness: fixed or from the response
+//!
+//! A route's freshness is decided once, when its response is stored, so a
+//! hit compares numbers whichever the mode:
+//!
+//! - **Fixed** ([`RoutePolicy::ttl`], a `Duration`, [`CacheLayer::ttl`]):
+//!   the route's TTL (or the handler's [`CacheTtl`]), whatever `max-age` or
+//!   `Expires` say. The default for an app's own routes: the app knows how
+//!   long its data may be served.
+//! - **From the response** ([`RoutePolicy::from_headers`], and every path of
+//!   [`CacheLayer::shared_cache`]): RFC 9111's `s-maxage`, `max-age`, then
+//!   `Expires` less `Date`, counted from the response's age on arrival
+//!   (`Age` and the origin's delay); with an optional default, ceiling,
+//!   heuristic freshness and targeted field (such as `CDN-Cache-Control`).
+//!   For handlers that already say how long they are fresh, and for a
+//!   cache in front of an upstream.
+//!
+//! In both, `no-store` and `private` refuse; `no-cache` is stored only with
+//! a validator and revalidated on every use; `must-revalidate`,
+//! `proxy-revalidate`, `s-maxage` and `no-cache` forbid stale answers. A
+//! stale entry with the origin's `ETag` or `Last-Modified` (kept for
+//! [`RoutePolicy::keep_for_revalidation`]) is revalidated with a
+//! conditional request, coalesced like a miss; a `304` freshens it.
+//! Requests' own directives (`max-age`, `no-cache`, `only-if-cached`, ...)
+//! are honoured only with [`CacheLayer::request_directives`].
+//!
 //! # Headers
 //!
 //! Every response the layer handles carries `Cache-Status` (RFC 9211):
 //! `tower-response-cache; hit; ttl=42`, `tower-response-cache; fwd=miss; stored`
 //! or `tower-response-cache; fwd=bypass; detail=authorization`. Hits carry
-//! `Age` and an exact `Content-Length`.
+//! `Age` and an exact `Content-Length`. A stored response without an
+//! `ETag` gets a weak one of the cache's own, on the miss that stores it as
+//! on its hits. [`CacheBuilder::lean_headers`] leaves out both.
 //!
 //! # Invalidation
 //!
@@ -146,6 +176,25 @@
 //! about 1.36 KB. The shard count
 //! is chosen so that an entry of `max_body_bytes` always fits one shard;
 //! heavier entries are refused and counted (`rejected_inserts`).
+//!
+//! Everything that grows with what clients send is bounded, whatever the
+//! request rate; [`CacheBuilder::max_bytes`] bounds the entries and the
+//! invalidation index together, and the rest has a fixed bound beside it:
+//!
+//! | structure | grows with | bound | in `max_bytes` |
+//! |---|---|---|---|
+//! | entries, `Vary` variants and the markers that point to them | distinct keys, distinct values of the headers a response varies on | weighed as above, evicted past what the index leaves ([`Stats::bytes`]) | yes |
+//! | invalidation index | distinct prefixes, tags and requests flushed | an eighth of `max_bytes` at most, 63 bytes a record at most (114,688 records in 64 MiB, [`Stats::index_bytes`]); past it, the oldest record goes first and every entry born before it counts as flushed | yes: the store yields the room as the index needs it |
+//! | coalescing table: origin calls under way, pass markers | concurrent misses, distinct uncacheable keys | 4,096 slots, under 3 MiB ([`Stats::flights`]) | beside it |
+//! | flushes a network store could not record | failed flushes during an outage | 256 retried one by one, naming 4,096 record hashes and 256 KiB of prefixes and tags in all (about 1 MiB at most, with their tasks); past any of these, one flush of everything, retried for all of them, and nothing served from the cache until it lands | beside it |
+//! | statistics and metric labels | — | one set of counters (under 400 bytes) per rule pattern and `*`, never per path or key | beside it |
+//! | near cache (`redis` feature) | entries read from Redis | its own bound in bytes (`near_cache(max_bytes)`), weighed the same way; 65,536 invalidation records (about 2 MiB), then emptied | its own bound |
+//! | admin listing (`axum` feature) | entries | a pointer per entry listed while a page is built (1,000 entries at most a page) | beside it |
+//!
+//! `benches/flood.rs` measures the process's resident memory after a
+//! million distinct 1 KiB entries, and after a million distinct prefixes
+//! flushed, against `max_bytes`; `tests/flood.rs` floods each structure
+//! and checks its bound with a counting allocator.
 //!
 //! # A fleet of servers
 //!

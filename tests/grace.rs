@@ -549,16 +549,22 @@ async fn conditional_requests_get_304s() {
     assert_eq!(other.status, StatusCode::OK);
     assert_eq!(other.text(), "same bytes");
 
-    // Another cache computes the same validator for the same bytes.
+    // The miss that stores a response carries the validator its hits
+    // carry; another stored response (another cache's) has its own.
     let cache2 = Cache::builder().build();
     let app2 = Router::new()
         .route("/computed", get(|| async { "same bytes" }))
         .layer(CacheLayer::new(&cache2).ttl(MIN));
-    send(&app2, read("/computed")).await;
+    let miss = send(&app2, read("/computed")).await;
+    let tag = miss
+        .header("etag")
+        .expect("the miss's validator")
+        .to_owned();
     assert_eq!(
         send(&app2, read("/computed")).await.header("etag"),
-        Some(etag.as_str())
+        Some(tag.as_str())
     );
+    assert_ne!(tag, etag);
 
     // The origin's own validators are kept and used.
     send(&app, read("/origin")).await;

@@ -591,3 +591,134 @@ async fn a_shared_cache_in_front_of_an_upstream_over_the_wire() {
     fetch(&client, addr, "GET", "/private", &[]).await;
     assert!(!fetch(&client, addr, "GET", "/private", &[]).await.is_hit());
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_range_of_a_stored_response_is_answered_from_it() {
+    let cache = Cache::builder().build();
+    let calls = Hits::default();
+    let counted = calls.clone();
+    let app = Router::new()
+        .route(
+            "/file",
+            get(move |headers: HeaderMap| {
+                counted.bump();
+                async move {
+                    // A range-aware origin would answer 206; this one always
+                    // sends the whole file, which tells its answers apart.
+                    let _ = headers;
+                    (
+                        [("etag", "\"f1\""), ("content-type", "text/plain")],
+                        "0123456789",
+                    )
+                }
+            }),
+        )
+        .layer(CacheLayer::new(&cache).ttl(60 * SEC));
+    send(&app, read("/file")).await;
+    let ranged = |value: &'static str| get_with("/file", "range", value);
+
+    let part = send(&app, ranged("bytes=2-4")).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.text(), "234");
+    assert_eq!(part.header("content-range"), Some("bytes 2-4/10"));
+    assert_eq!(part.header("content-type"), Some("text/plain"));
+    assert!(part.is_hit());
+    let suffix = send(&app, ranged("bytes=-3")).await;
+    assert_eq!(
+        (suffix.status, suffix.text().as_str()),
+        (StatusCode::PARTIAL_CONTENT, "789")
+    );
+    let open = send(&app, ranged("bytes=8-")).await;
+    assert_eq!(open.header("content-range"), Some("bytes 8-9/10"));
+
+    let beyond = send(&app, ranged("bytes=10-20")).await;
+    assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(beyond.header("content-range"), Some("bytes */10"));
+    assert!(beyond.body.is_empty());
+    assert_eq!(calls.get(), 1);
+
+    // If-Range: the entry's own strong tag applies the range; any other
+    // validator gets the whole entry.
+    let mut req = ranged("bytes=0-0");
+    req.headers_mut()
+        .insert("if-range", "\"f1\"".parse().unwrap());
+    assert_eq!(send(&app, req).await.text(), "0");
+    let mut req = ranged("bytes=0-0");
+    req.headers_mut()
+        .insert("if-range", "\"old\"".parse().unwrap());
+    let whole = send(&app, req).await;
+    assert_eq!(
+        (whole.status, whole.text().as_str()),
+        (StatusCode::OK, "0123456789")
+    );
+    assert!(whole.is_hit());
+    assert_eq!(calls.get(), 1);
+
+    // Several ranges, another unit, garbage: the origin answers.
+    for other in ["bytes=0-1,4-5", "items=0-1", "bytes=x-y", "bytes=5-1"] {
+        let seen = send(&app, ranged(other)).await;
+        assert_eq!(seen.status, StatusCode::OK, "{other}");
+    }
+    assert_eq!(calls.get(), 5);
+    // A HEAD ignores Range.
+    let mut head = ranged("bytes=0-1");
+    *head.method_mut() = http::Method::HEAD;
+    let head = send(&app, head).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("content-length"), Some("10"));
+}
+
+#[tokio::test]
+async fn the_headers_the_cache_adds_are_the_same_on_the_storing_miss_as_on_its_hits() {
+    let app = |cache: &Cache| {
+        Router::new()
+            .route("/plain", get(|| async { "plain" }))
+            .route("/tagged", get(|| async { ([("etag", "\"t\"")], "tagged") }))
+            .layer(CacheLayer::new(cache).ttl(60 * SEC))
+    };
+    let added = |seen: &Seen| {
+        let mut names: Vec<&str> = ["etag", "cache-status"]
+            .into_iter()
+            .filter(|n| seen.headers.contains_key(*n))
+            .collect();
+        names.sort_unstable();
+        names
+    };
+    let client = client();
+    let cache = Cache::builder().build();
+    let addr = serve(app(&cache)).await;
+    let miss = fetch(&client, addr, "GET", "/plain", &[]).await;
+    let hit = fetch(&client, addr, "GET", "/plain", &[]).await;
+    assert!(hit.is_hit());
+    assert_eq!(added(&miss), ["cache-status", "etag"]);
+    assert_eq!(added(&hit), added(&miss));
+    assert_eq!(miss.header("etag"), hit.header("etag"));
+    let etag = hit.header("etag").unwrap().to_owned();
+    let nm = fetch(&client, addr, "GET", "/plain", &[("if-none-match", &etag)]).await;
+    assert_eq!(nm.status, StatusCode::NOT_MODIFIED);
+
+    // Lean: Age alone on a hit; the origin's validators kept and answered.
+    let cache = Cache::builder().lean_headers().build();
+    let addr = serve(app(&cache)).await;
+    let miss = fetch(&client, addr, "GET", "/plain", &[]).await;
+    let hit = fetch(&client, addr, "GET", "/plain", &[]).await;
+    assert!(added(&miss).is_empty() && added(&hit).is_empty());
+    assert_eq!(hit.header("age"), Some("0"));
+    assert_eq!(cache.stats().totals.hits, 1);
+    fetch(&client, addr, "GET", "/tagged", &[]).await;
+    let hit = fetch(&client, addr, "GET", "/tagged", &[]).await;
+    assert_eq!(added(&hit), ["etag"]);
+    let nm = fetch(
+        &client,
+        addr,
+        "GET",
+        "/tagged",
+        &[("if-none-match", "\"t\"")],
+    )
+    .await;
+    assert_eq!(nm.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(nm.header("cache-status"), None);
+    // Nor on what bypasses.
+    let post = fetch(&client, addr, "POST", "/plain", &[]).await;
+    assert_eq!(post.header("cache-status"), None);
+}

@@ -15,8 +15,9 @@ use tokio::sync::Notify;
 use tower::ServiceBuilder;
 use tower_response_cache::{Cache, CacheLayer, InvalidateOn, RoutePolicy, Target};
 
-/// The index's record bound (see `src/invalidate/index.rs`).
-const MAX_RECORDS: usize = 1 << 18;
+/// The records the default cache's index keeps within its eighth of
+/// `max_bytes` (see `src/invalidate/index.rs`).
+const MAX_RECORDS: usize = 114_688;
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -410,20 +411,17 @@ async fn the_index_stays_bounded() {
         cache.invalidate_prefix(&format!("/p/{i}"));
         // Bounded at every step, however young the records are.
         if i % 50_000 == 0 {
-            assert!(cache.stats().index_records as usize <= MAX_RECORDS + 1);
+            assert!(cache.stats().index_records as usize <= MAX_RECORDS);
         }
     }
     let records = cache.stats().index_records;
-    assert!(
-        records > 200_000 && records as usize <= MAX_RECORDS + 1,
-        "{records}"
-    );
+    assert_eq!(records as usize, MAX_RECORDS);
     // Records dropped early flush conservatively: older entries miss.
     assert!(!hit(&app, "/products/1").await);
     // Nothing else is pruned before the longest lifetime has passed.
     tokio::time::advance(Duration::from_secs(30)).await;
     cache.invalidate_prefix("/tick");
-    assert!(cache.stats().index_records > 200_000);
+    assert!(cache.stats().index_records as usize > MAX_RECORDS - 10);
     tokio::time::advance(Duration::from_secs(31)).await;
     // Each call prunes a bounded batch; a bounded number of calls empties it.
     for _ in 0..300 {

@@ -247,6 +247,12 @@ impl Memory {
     }
 }
 
+/// The label of this crate's route with the lean header profile.
+pub const LEAN: &str = "ours-lean";
+
+/// The peer whose 1 KiB hits the default headers must outrun.
+const PEER: &str = "axum-response-cache";
+
 /// The goals the issue sets for a cache hit and an entry.
 #[derive(Debug, Clone, Copy)]
 pub struct Goals {
@@ -477,6 +483,28 @@ impl Report {
                 format!("≤ {:.2}", g.max_cpu_ratio),
                 format!("{:.3}", r.cpu),
                 r.cpu <= g.max_cpu_ratio,
+            ));
+        }
+        if let Some(c) = self.find(LEAN, "1 KiB") {
+            let r = c.ratios();
+            lines.push((
+                "1 KiB hit, lean headers, req/s vs plain".to_owned(),
+                format!("≥ {:.2}", g.min_rps_ratio),
+                format!("{:.3}", r.rps),
+                r.rps >= g.min_rps_ratio,
+            ));
+        }
+        let peer = self
+            .routes
+            .iter()
+            .find(|c| c.route.starts_with(PEER) && c.size == "1 KiB");
+        if let (Some(ours), Some(peer)) = (self.find(&self.ours, "1 KiB"), peer) {
+            let ratio = ours.ratios().rps / peer.ratios().rps;
+            lines.push((
+                format!("1 KiB hit, default headers, req/s vs {}", peer.route),
+                "> 1.00".to_owned(),
+                format!("{ratio:.3}"),
+                ratio > 1.0,
             ));
         }
         if let Some(c) = self.find(&self.ours, "64 KiB") {

@@ -35,6 +35,7 @@ pub struct CacheBuilder {
     remote: Option<Remote>,
     clock: Option<Clock>,
     scope_secret: Option<Arc<[u8]>>,
+    lean: bool,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -65,13 +66,28 @@ impl Default for CacheBuilder {
             remote: None,
             clock: None,
             scope_secret: None,
+            lean: false,
         }
     }
 }
 
 impl CacheBuilder {
-    /// The memory bound, in bytes, weighing each entry's key, headers and
-    /// body (default 64 MiB).
+    /// The memory bound, in bytes, of the in-memory store: its entries,
+    /// each weighed as allocated (key, headers, body and bookkeeping), and
+    /// its invalidation index together (default 64 MiB).
+    ///
+    /// The index's records take up to an eighth of the bound (at most 63
+    /// bytes a record: 114,688 records in 64 MiB), and only as flushes
+    /// need them: the store gives the index its room in steps of 1/64 of
+    /// the bound, evicting entries to do so, and keeps that room for it.
+    /// Past its share, the oldest record is dropped before a new one is
+    /// made, and every entry born before it counts as flushed (more misses,
+    /// never a stale answer). [`Stats::bytes`](crate::Stats::bytes) plus
+    /// [`Stats::index_bytes`](crate::Stats::index_bytes) never exceeds it.
+    ///
+    /// Beside it, with fixed bounds of their own: the coalescing table
+    /// (under 3 MiB), the flushes owed to a failing network store, the
+    /// statistics (per rule pattern); see the crate docs' memory section.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -162,6 +178,21 @@ impl CacheBuilder {
         self
     }
 
+    /// The lean header profile: the cache adds no `Cache-Status` and
+    /// computes no `ETag`; a response from the store carries only the
+    /// `Age` RFC 9111 asks for (and the origin's own validators, with
+    /// which conditional requests are still answered `304`).
+    ///
+    /// By default the cache adds `Cache-Status` to every response it
+    /// handles and, to a stored response that has no `ETag`, a weak one of
+    /// its own (`W/"trc-…"`), on the miss that stores it as on every hit:
+    /// about 110 bytes per hit in all, which a small response over HTTP/1.1
+    /// pays for in throughput (see `BENCHMARKS.md`).
+    pub fn lean_headers(mut self) -> Self {
+        self.lean = true;
+        self
+    }
+
     /// Builds the cache.
     ///
     /// The cache measures TTLs with the system's coarse monotonic clock
@@ -174,7 +205,8 @@ impl CacheBuilder {
     ///
     /// # Errors
     ///
-    /// When `max_bytes` cannot hold even one entry of `max_body_bytes`.
+    /// When `max_bytes`, less the index's eighth, cannot hold even one
+    /// entry of `max_body_bytes`.
     pub fn try_build(self) -> Result<Cache, BuildError> {
         let clock = self.clock.unwrap_or_else(Clock::detect);
         let scope_hasher = match &self.scope_secret {
@@ -214,6 +246,9 @@ impl CacheBuilder {
                 max_key_bytes: self.max_key_bytes,
                 scope_hasher,
                 unconfirmed: Default::default(),
+                lean: self.lean,
+                tags: crate::headers::TagSource::random(),
+                remote_writes: Default::default(),
             }),
         })
     }

@@ -174,12 +174,33 @@ impl Cache {
     }
 
     /// Owes a failed flush at once (this instance serves none of what it
-    /// covers from now on), and retries it in the background.
+    /// covers from now on), and retries it in the background: by a task of
+    /// its own, or, past the bound of flushes owed one by one, by the one
+    /// task that retries a flush of everything for all of them.
     fn retry_in_background(&self, targets: Vec<Target>, by: Option<&'static str>) {
         let hashes: Vec<u64> = targets.iter().map(Target::hash).collect();
-        let ticket = self.shared.unconfirmed.owe(&hashes);
+        let bytes = targets
+            .iter()
+            .map(|t| match t {
+                Target::Prefix(s) | Target::Tag(s) | Target::Key(s) => s.len(),
+            })
+            .sum();
         let cache = self.clone();
-        tokio::spawn(async move { cache.retry_flush(targets, by, ticket).await });
+        match self.shared.unconfirmed.owe(&hashes, bytes) {
+            Ticket::Merged { sweep: false } => {}
+            Ticket::Merged { sweep: true } => {
+                tracing::error!(
+                    ?targets,
+                    "too many flushes owed to the store: merged into one flush of \
+                     everything, retried in the background; until it lands this \
+                     instance serves nothing from the cache"
+                );
+                tokio::spawn(async move { cache.sweep().await });
+            }
+            ticket => {
+                tokio::spawn(async move { cache.retry_flush(targets, by, ticket).await });
+            }
+        }
     }
 
     /// Retries a failed flush a bounded number of times: a store that comes
@@ -189,19 +210,44 @@ impl Cache {
     /// Until it lands, the flush is owed: this instance serves none of the
     /// entries it covers (see [`unconfirmed`](super::unconfirmed)).
     async fn retry_flush(&self, targets: Vec<Target>, by: Option<&'static str>, ticket: Ticket) {
+        if let Some(generation) = self.retry(&targets).await {
+            if let Some(by) = by {
+                self.counted(&targets, generation, by);
+            }
+        }
+        self.shared.unconfirmed.settle(ticket);
+    }
+
+    /// Retries a flush of everything for the flushes merged into it, until
+    /// one attempt lands after the last of them was merged (or is given
+    /// up).
+    async fn sweep(&self) {
+        let everything = [Target::prefix("/")];
+        loop {
+            let merged = self.shared.unconfirmed.merged();
+            let landed = self.retry(&everything).await;
+            if let Some(generation) = landed {
+                self.counted(&everything, generation, "retry");
+            }
+            if self.shared.unconfirmed.swept(merged) {
+                break;
+            }
+        }
+    }
+
+    /// Tries to record `targets` in the store, with a growing pause, for
+    /// up to [`RETRY_FOR`]; the generation it landed at, if it did.
+    async fn retry(&self, targets: &[Target]) -> Option<u64> {
         let give_up = tokio::time::Instant::now() + RETRY_FOR;
         let mut pause = Duration::from_millis(50);
         let mut attempt = 0u32;
         loop {
             tokio::time::sleep(pause).await;
             attempt += 1;
-            match self.shared.backend.invalidate(&targets).await {
+            match self.shared.backend.invalidate(targets).await {
                 Ok(generation) => {
-                    if let Some(by) = by {
-                        self.counted(&targets, generation, by);
-                    }
                     tracing::info!(?targets, attempt, "flush retried and recorded");
-                    break;
+                    return Some(generation);
                 }
                 Err(e) => self.store_error("invalidate", &e),
             }
@@ -211,11 +257,10 @@ impl Cache {
                     "flush could not be recorded in the store for an hour; given up: \
                      entries under these targets may be served until their TTL ends"
                 );
-                break;
+                return None;
             }
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
         }
-        self.shared.unconfirmed.settle(ticket);
     }
 
     /// Counts and traces a recorded flush.

@@ -57,6 +57,13 @@ pub(crate) struct Shared {
     pub(crate) unconfirmed: unconfirmed::Unconfirmed,
     /// What keys hold of a route's scope value.
     pub(crate) scope_hasher: crate::scope::ScopeHasher,
+    /// The lean header profile: no `Cache-Status`, no computed `ETag`.
+    pub(crate) lean: bool,
+    /// Where the `ETag`s the cache computes come from.
+    pub(crate) tags: crate::headers::TagSource,
+    /// Writes of responses to a network store under way (at most
+    /// `MAX_REMOTE_WRITES`).
+    pub(crate) remote_writes: std::sync::atomic::AtomicUsize,
 }
 
 /// A shared response cache: the store, the invalidation index and the
@@ -143,14 +150,16 @@ impl Cache {
             totals.add(route);
         }
         // A network store's entries are counted by the store itself.
-        let (entries, bytes, evictions, index_records) = memory.map_or((0, 0, 0, 0), |m| {
-            (
-                m.responses() as u64,
-                m.bytes(),
-                m.evictions(),
-                m.index.len() as u64,
-            )
-        });
+        let (entries, bytes, evictions, index_records, index_bytes) =
+            memory.map_or((0, 0, 0, 0, 0), |m| {
+                (
+                    m.responses() as u64,
+                    m.bytes(),
+                    m.evictions(),
+                    m.index.len() as u64,
+                    m.index_bytes(),
+                )
+            });
         #[cfg(feature = "metrics")]
         crate::metrics::gauges(entries, bytes);
         Stats {
@@ -162,6 +171,7 @@ impl Cache {
             evictions,
             invalidations: self.shared.invalidations.load(Ordering::Relaxed),
             index_records,
+            index_bytes,
             coalesce_timeouts: self.shared.extra.coalesce_timeouts.load(Ordering::Relaxed),
             pass_markers: self.shared.extra.pass_markers.load(Ordering::Relaxed),
             refreshes: self.shared.extra.refreshes.load(Ordering::Relaxed),

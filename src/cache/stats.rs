@@ -347,7 +347,9 @@ pub struct Stats {
     /// URL varies on are not counted (their bytes are, in `bytes`). A
     /// network store's entries are not counted here (0).
     pub entries: u64,
-    /// Bytes held, as the store weighs them (key, headers, body, bookkeeping).
+    /// Bytes held by the memory store's entries, as it weighs them (key,
+    /// headers, body, bookkeeping). With [`index_bytes`](Self::index_bytes),
+    /// at most `max_bytes`.
     pub bytes: u64,
     /// Items that left the memory store without a flush or an expiry: evicted
     /// to stay within `max_bytes`, replaced by a newer response for the
@@ -355,8 +357,12 @@ pub struct Stats {
     pub evictions: u64,
     /// Invalidations made (prefixes, tags, whole-cache flushes).
     pub invalidations: u64,
-    /// Invalidation records currently kept in the index.
+    /// Invalidation records currently kept in the memory store's index.
     pub index_records: u64,
+    /// Bytes the memory store's invalidation index takes on the heap now:
+    /// counted in `max_bytes` (up to an eighth of it), the entries yielding
+    /// the room (see [`CacheBuilder::max_bytes`](crate::CacheBuilder::max_bytes)).
+    pub index_bytes: u64,
     /// Coalesced waits that timed out and went to the origin.
     pub coalesce_timeouts: u64,
     /// Pass markers set (a coalesced origin call whose response could not

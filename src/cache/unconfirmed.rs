@@ -13,17 +13,27 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::invalidate::index::{for_each_prefix, tag_hash};
+use crate::invalidate::target::{for_each_prefix, tag_hash};
 use crate::store::Entry;
 
 /// The most owed record hashes kept one by one.
 pub(crate) const MAX_HASHES: usize = 4096;
 
+/// The most owed flushes kept (and retried) one by one.
+pub(crate) const MAX_LISTED: usize = 256;
+
+/// The most bytes of prefixes and tags the flushes kept one by one hold.
+pub(crate) const MAX_LISTED_BYTES: usize = 256 << 10;
+
 /// One owed flush, as [`Unconfirmed::owe`] kept it.
 #[derive(Debug)]
 pub(crate) enum Ticket {
-    Listed(Vec<u64>),
-    Overflow,
+    /// Kept one by one: retry its own targets (of `bytes` bytes), then
+    /// [settle](Unconfirmed::settle).
+    Listed { hashes: Vec<u64>, bytes: usize },
+    /// Merged into the flush of everything; `sweep` when no task retries
+    /// that flush yet (start one: see [`Unconfirmed::swept`]).
+    Merged { sweep: bool },
 }
 
 /// Owed record hashes, each with the number of failed flushes naming it.
@@ -38,23 +48,41 @@ pub(crate) struct Unconfirmed {
 #[derive(Debug, Default)]
 struct Owed {
     hashes: HashMap<u64, u32>,
-    /// Flushes owed beyond the bound: everything counts as covered.
-    overflow: u32,
+    /// Flushes kept one by one, and the bytes of their targets.
+    listed: usize,
+    listed_bytes: usize,
+    /// Flushes merged into the flush of everything so far (while one is
+    /// owed, everything counts as covered).
+    merged: u64,
+    /// Whether a task retries the flush of everything.
+    sweeping: bool,
 }
 
 impl Unconfirmed {
-    /// A flush of these record hashes could not be recorded: owed until
-    /// its ticket is [settled](Self::settle).
-    pub(crate) fn owe(&self, hashes: &[u64]) -> Ticket {
+    /// A flush of these record hashes, whose targets hold `bytes` bytes of
+    /// text, could not be recorded: owed until its ticket is
+    /// [settled](Self::settle) (or, merged, until a flush of everything is
+    /// [swept](Self::swept)).
+    pub(crate) fn owe(&self, hashes: &[u64], bytes: usize) -> Ticket {
         let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
-        let ticket = if owed.hashes.len() + hashes.len() > MAX_HASHES {
-            owed.overflow += 1;
-            Ticket::Overflow
+        let ticket = if owed.sweeping
+            || owed.listed >= MAX_LISTED
+            || owed.listed_bytes + bytes > MAX_LISTED_BYTES
+            || owed.hashes.len() + hashes.len() > MAX_HASHES
+        {
+            owed.merged += 1;
+            let sweep = !std::mem::replace(&mut owed.sweeping, true);
+            Ticket::Merged { sweep }
         } else {
+            owed.listed += 1;
+            owed.listed_bytes += bytes;
             for &h in hashes {
                 *owed.hashes.entry(h).or_default() += 1;
             }
-            Ticket::Listed(hashes.to_vec())
+            Ticket::Listed {
+                hashes: hashes.to_vec(),
+                bytes,
+            }
         };
         self.publish(&owed);
         ticket
@@ -62,25 +90,45 @@ impl Unconfirmed {
 
     /// An owed flush landed (or was given up).
     pub(crate) fn settle(&self, ticket: Ticket) {
+        let Ticket::Listed { hashes, bytes } = ticket else {
+            return;
+        };
         let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
-        match ticket {
-            Ticket::Overflow => owed.overflow = owed.overflow.saturating_sub(1),
-            Ticket::Listed(hashes) => {
-                for h in hashes {
-                    if let Some(n) = owed.hashes.get_mut(&h) {
-                        *n -= 1;
-                        if *n == 0 {
-                            owed.hashes.remove(&h);
-                        }
-                    }
+        owed.listed -= 1;
+        owed.listed_bytes -= bytes;
+        for h in hashes {
+            if let Some(n) = owed.hashes.get_mut(&h) {
+                *n -= 1;
+                if *n == 0 {
+                    owed.hashes.remove(&h);
                 }
             }
         }
         self.publish(&owed);
     }
 
+    /// How many flushes were merged so far: read before each attempt of
+    /// the flush of everything, and handed to [`swept`](Self::swept).
+    pub(crate) fn merged(&self) -> u64 {
+        self.owed.lock().unwrap_or_else(|e| e.into_inner()).merged
+    }
+
+    /// The flush of everything, attempted after `merged` flushes had been
+    /// merged, landed (or was given up): whether that settles them all.
+    /// When another was merged since, the attempt may have landed before
+    /// it: the sweep goes on.
+    pub(crate) fn swept(&self, merged: u64) -> bool {
+        let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
+        if owed.merged != merged {
+            return false;
+        }
+        owed.sweeping = false;
+        self.publish(&owed);
+        true
+    }
+
     fn publish(&self, owed: &Owed) {
-        let len = if owed.overflow > 0 {
+        let len = if owed.sweeping {
             usize::MAX
         } else {
             owed.hashes.len()
@@ -102,7 +150,7 @@ impl Unconfirmed {
     #[inline(never)]
     fn covers_slowly(&self, entry: &Entry) -> bool {
         let owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
-        if owed.overflow > 0 {
+        if owed.sweeping {
             return true;
         }
         let owes = |h: u64| owed.hashes.contains_key(&h);
@@ -138,8 +186,8 @@ mod tests {
             Target::prefix("/products").hash(),
             Target::tag("dash").hash(),
         ];
-        let first = u.owe(&flush);
-        let second = u.owe(&flush[..1]);
+        let first = u.owe(&flush, 13);
+        let second = u.owe(&flush[..1], 9);
         assert!(u.covers(&item) && u.covers(&other));
         assert!(!u.covers(&entry("/productsx", &[])));
         u.settle(first);
@@ -154,15 +202,41 @@ mod tests {
     }
 
     #[test]
-    fn past_the_bound_everything_is_covered_until_the_backlog_clears() {
+    fn past_the_bound_everything_is_covered_until_the_sweep_lands() {
         let u = Unconfirmed::default();
         let many: Vec<u64> = (0..MAX_HASHES as u64 + 1).collect();
-        let listed = u.owe(&[1, 2]);
-        let over = u.owe(&many);
+        let listed = u.owe(&[1, 2], 4);
+        assert!(matches!(u.owe(&many, 4), Ticket::Merged { sweep: true }));
         assert!(u.covers(&entry("/anything", &[])));
-        u.settle(over);
+        let attempt = u.merged();
+        // Merged while the sweep is under way: it must land again.
+        assert!(matches!(u.owe(&[3], 1), Ticket::Merged { sweep: false }));
+        assert!(!u.swept(attempt));
+        assert!(u.covers(&entry("/anything", &[])));
+        assert!(u.swept(u.merged()));
         assert!(!u.covers(&entry("/anything", &[])));
         u.settle(listed);
         assert!(!u.covers(&entry("/anything", &[])));
+        assert_eq!(u.len(), 0);
+    }
+
+    #[test]
+    fn owed_flushes_are_kept_one_by_one_up_to_a_count() {
+        let u = Unconfirmed::default();
+        let tickets: Vec<_> = (1..=MAX_LISTED as u64).map(|h| u.owe(&[h], 8)).collect();
+        assert!(tickets.iter().all(|t| matches!(t, Ticket::Listed { .. })));
+        assert!(!u.covers(&entry("/anything", &[])));
+        assert!(matches!(u.owe(&[7], 8), Ticket::Merged { sweep: true }));
+        assert!(u.swept(u.merged()));
+        for t in tickets {
+            u.settle(t);
+        }
+        // And in bytes: one long flush is kept, then no more.
+        let long = u.owe(&[7], MAX_LISTED_BYTES);
+        assert!(matches!(long, Ticket::Listed { .. }));
+        assert!(matches!(u.owe(&[8], 1), Ticket::Merged { sweep: true }));
+        assert!(u.swept(u.merged()));
+        u.settle(long);
+        assert!(matches!(u.owe(&[7], 8), Ticket::Listed { .. }));
     }
 }

@@ -21,9 +21,10 @@ mod future;
 pub(crate) mod index;
 mod layer;
 mod service;
+pub(crate) mod target;
 
 pub use body::FlushBody;
 pub use future::ResponseFuture;
-pub use index::Target;
 pub use layer::InvalidateOn;
 pub use service::InvalidateService;
+pub use target::Target;

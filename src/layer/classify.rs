@@ -15,6 +15,8 @@ pub(crate) struct RequestFlags {
     pub(crate) conditional: bool,
     /// `Cache-Control` or `Pragma`.
     pub(crate) directives: bool,
+    /// `Range`.
+    pub(crate) range: bool,
     /// Why no stored response may answer the request, whatever its route
     /// (an upgrade, proxy credentials, a body, origin-only preconditions):
     /// it bypasses once its route is known.
@@ -36,6 +38,8 @@ impl RequestFlags {
                 flags.conditional = true;
             } else if name == header::CACHE_CONTROL || name == header::PRAGMA {
                 flags.directives = true;
+            } else if name == header::RANGE {
+                flags.range = true;
             } else if let Some(reason) = refused(name) {
                 flags.refuse.get_or_insert(reason);
             } else if name == header::CONNECTION {

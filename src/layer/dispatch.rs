@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::future::{FromEntry, OnResponse, ResponseFuture};
 use super::miss::{asks_no_store, Miss, ReadStart};
+use super::range;
 use super::respond::{respond, validators_match};
 use super::revalidate::{self, apply_directives, make_conditional, only_if_cached};
 use super::trace::debug_wanted;
@@ -151,6 +152,28 @@ where
         }
         None => found,
     };
+    let found = match found {
+        Found::Fresh(entry) if !head && parts.headers.contains_key(header::RANGE) => {
+            match ranged(&entry, &parts.headers) {
+                Ok(range) => {
+                    cache.record(Some(&route.stats), Event::Hit);
+                    span.record("outcome", "hit");
+                    tracing::debug!(key = %key.full, route = %route.pattern, outcome = "hit", range = ?range, "cache decision");
+                    let response = range::answer(&entry, now_ms, range);
+                    return ResponseFuture::boxed(std::future::ready(Ok(response)));
+                }
+                // The full entry answers (If-Range did not hold, or the
+                // entry is not a full 200).
+                Err(true) => Found::Fresh(entry),
+                // Not one range: the origin answers.
+                Err(false) => Found::Miss {
+                    marker: None,
+                    stale: None,
+                },
+            }
+        }
+        found => found,
+    };
     match found {
         Found::Fresh(entry) => {
             let request = HitRequest {
@@ -248,6 +271,19 @@ where
             let future = svc.call(Request::from_parts(parts, body));
             ResponseFuture::forward(future, OnResponse::Miss(Box::new(miss)))
         }
+    }
+}
+
+/// The range a request asks of a fresh entry: `Err(true)` when the full
+/// entry answers instead, `Err(false)` when only the origin can.
+fn ranged(entry: &Entry, request: &HeaderMap) -> Result<range::Ranged, bool> {
+    if entry.status() != http::StatusCode::OK || !range::if_range_holds(request, entry) {
+        return Err(true);
+    }
+    let value = request.get(header::RANGE).ok_or(true)?;
+    match range::parse(value, entry.body().len() as u64) {
+        range::Ranged::Other => Err(false),
+        range => Ok(range),
     }
 }
 
@@ -444,5 +480,6 @@ where
         reason = reason.as_str(),
         "cache decision"
     );
-    ResponseFuture::forward(inner.call(req), OnResponse::Bypass(reason))
+    let lean = cache.shared.lean;
+    ResponseFuture::forward(inner.call(req), OnResponse::Bypass { reason, lean })
 }

@@ -15,8 +15,9 @@ use crate::store::Entry;
 
 /// What to do with the inner service's response.
 pub(crate) enum OnResponse {
-    /// The cache was not consulted: pass the response through, saying why.
-    Bypass(Reason),
+    /// The cache was not consulted: pass the response through, saying why
+    /// (unless the cache's headers are lean).
+    Bypass { reason: Reason, lean: bool },
     /// A miss: store the response if it may be stored.
     Miss(Box<Miss>),
     /// Not this layer's request (no rule): the response as it is.
@@ -117,15 +118,17 @@ where
                 let result = ready!(future.poll(cx));
                 let plan = plan.take().expect("polled after completion");
                 Poll::Ready(match (plan, result) {
-                    (OnResponse::Bypass(reason), Ok(mut response)) => {
+                    (OnResponse::Bypass { reason, lean }, Ok(mut response)) => {
                         strip_extensions(&mut response);
-                        add_status(&mut response, "bypass", Some(reason), false);
+                        if !lean {
+                            add_status(&mut response, "bypass", Some(reason), false);
+                        }
                         Ok(response.map(CacheBody::passthrough))
                     }
                     (OnResponse::Untouched, Ok(response)) => {
                         Ok(response.map(CacheBody::passthrough))
                     }
-                    (OnResponse::Bypass(_) | OnResponse::Untouched, Err(e)) => Err(e),
+                    (OnResponse::Bypass { .. } | OnResponse::Untouched, Err(e)) => Err(e),
                     (OnResponse::Miss(miss), Ok(response)) => {
                         if miss.revalidating && response.status() == http::StatusCode::NOT_MODIFIED
                         {

@@ -91,11 +91,6 @@ impl PendingStore {
             return None;
         }
         let mut parts = std::mem::take(&mut self.entry);
-        if !parts.headers.iter().any(|(n, _)| n == header::ETAG) {
-            parts
-                .headers
-                .push((header::ETAG, headers::computed_etag(&body)));
-        }
         parts.body = body;
         let marker = self.primary.take().map(|(primary, names)| {
             let marker = EntryParts {
@@ -150,11 +145,21 @@ impl PendingStore {
     /// background; the flight, if any, ends when the write has landed, so
     /// that its waiters find the entry.
     fn store_remote(self: Box<Self>, entry: Arc<Entry>, marker: Option<(CacheKey, Entry)>) {
+        use std::sync::atomic::Ordering::Relaxed;
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             self.not_stored(Reason::StoreFailed);
             return;
         };
+        // Bounded in count: past this many writes under way (a store that
+        // has slowed down), a response is not stored rather than queued.
+        let writes = &self.cache.shared.remote_writes;
+        if writes.fetch_add(1, Relaxed) >= MAX_REMOTE_WRITES {
+            writes.fetch_sub(1, Relaxed);
+            self.not_stored(Reason::StoreFailed);
+            return;
+        }
         runtime.spawn(async move {
+            let _done = WriteDone(self.cache.clone());
             let Backend::Remote(remote) = &self.cache.shared.backend else {
                 return;
             };
@@ -171,6 +176,19 @@ impl PendingStore {
                 }
             }
         });
+    }
+}
+
+/// At most this many writes of responses to a network store under way.
+pub(crate) const MAX_REMOTE_WRITES: usize = 1024;
+
+/// Counts a network-store write as ended when dropped.
+struct WriteDone(Cache);
+
+impl Drop for WriteDone {
+    fn drop(&mut self) {
+        let writes = &self.0.shared.remote_writes;
+        writes.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -318,6 +336,13 @@ impl Miss {
             }
             (flight, _) => flight,
         };
+        if !cache.shared.lean && !response.headers().contains_key(header::ETAG) {
+            // A validator of the cache's own, on this response as on every
+            // hit of the entry it becomes (the last header: where entries
+            // keep it apart).
+            let tag = cache.shared.tags.next(key_hash);
+            response.headers_mut().insert(header::ETAG, tag);
+        }
         // Cloned for now; the entry copies their bytes into its own buffer.
         let stored_headers: Vec<(HeaderName, HeaderValue)> = response
             .headers()
@@ -329,6 +354,7 @@ impl Miss {
         if let Some(CacheTags(extra)) = extra_tags {
             tags.extend(extra);
         }
+        let lean = cache.shared.lean;
         Ok(Box::new(PendingStore {
             counters: route.stats.clone(),
             cache,
@@ -347,6 +373,7 @@ impl Miss {
                 stale_while_revalidate_until_ms: timing.stale_while_revalidate_until_ms,
                 stale_if_error_until_ms: timing.stale_if_error_until_ms,
                 grace_until_ms: timing.keep_until_ms,
+                lean,
                 path: path.into(),
                 tags,
                 ..EntryParts::default()
@@ -429,6 +456,7 @@ where
         Some((name, true)) => Some(name.clone()),
         _ => None,
     };
+    let lean = miss.cache.shared.lean;
     let decided = miss.decide(&mut response);
     if let Some(name) = strip {
         // The targeted field is this cache's alone.
@@ -436,7 +464,9 @@ where
     }
     match decided {
         Ok(pending) => {
-            add_status(&mut response, "miss", None, true);
+            if !lean {
+                add_status(&mut response, "miss", None, true);
+            }
             let (parts, body) = response.into_parts();
             if body.is_end_stream() {
                 // Nothing will be polled: store the empty body now.
@@ -457,7 +487,9 @@ where
             if let Some(flight) = miss.flight.take() {
                 cache.end_flight(flight, reason);
             }
-            add_status(&mut response, "miss", Some(reason), false);
+            if !lean {
+                add_status(&mut response, "miss", Some(reason), false);
+            }
             response.map(CacheBody::passthrough)
         }
     }

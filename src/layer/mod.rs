@@ -15,6 +15,7 @@
 //! - `respond`: answers made from an entry (hit, HEAD, 304, stale);
 //! - `miss`: deciding from the response head whether it may be stored, and
 //!   handing the finished body to the store;
+//! - `range`: one byte range answered from a stored full response;
 //! - `revalidate`: conditional requests for stale entries, the `304`s that
 //!   freshen them, and the request directives a layer may honour;
 //! - `relay`: a coalesced leader's body, read from the origin at the
@@ -28,6 +29,7 @@ mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod miss;
+mod range;
 mod relay;
 mod respond;
 mod revalidate;

@@ -76,7 +76,9 @@ pub(crate) fn respond<B>(
         out.append(header::CONTENT_LENGTH, entry.content_length());
     }
     out.append(header::AGE, age);
-    out.append(headers::CACHE_STATUS.clone(), cache_status);
+    if !entry.lean_headers() {
+        out.append(headers::CACHE_STATUS.clone(), cache_status);
+    }
     response
 }
 

@@ -132,9 +132,11 @@ where
         None => {
             // Not stored again (the 304 said no-store, say): the response
             // as it stands, from the old body and the new headers.
-            refreshed
-                .headers_mut()
-                .append(headers::CACHE_STATUS.clone(), status);
+            if !cache.shared.lean {
+                refreshed
+                    .headers_mut()
+                    .append(headers::CACHE_STATUS.clone(), status);
+            }
             refreshed
         }
     }

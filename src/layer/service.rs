@@ -105,9 +105,10 @@ where
         // request's path and query as they stand.
         let mut first = None;
         let flags = RequestFlags::of(req.headers());
-        let directives = flags.directives && config.request_directives;
-        if let (Backend::Memory(memory), None, false) = (&shared.backend, flags.refuse, directives)
-        {
+        // Requests whose directives the layer reads, and ranges, take the
+        // general path.
+        let general = (flags.directives && config.request_directives) || (flags.range && !head);
+        if let (Backend::Memory(memory), None, false) = (&shared.backend, flags.refuse, general) {
             let uri = client_uri(req.uri(), req.extensions());
             if let Some((route, plain)) =
                 config.plain_key(req.uri(), uri, req.headers(), flags, shared.max_key_bytes)

@@ -1,7 +1,7 @@
 //! The embedded store: quick_cache weighed in bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use nohash_hasher::BuildNoHashHasher;
 use quick_cache::sync::Cache as QuickCache;
@@ -26,6 +26,17 @@ const HOT_SHARE: f64 = 0.97;
 /// At most this many shards: enough for two cores' worth of contention
 /// and then some.
 const MAX_SHARDS: u64 = 64;
+
+/// The invalidation index may take up to 1/`INDEX_SHARE` of `max_bytes`.
+const INDEX_SHARE: u64 = 8;
+
+/// The store gives the index room in this many steps (of 1/64 of
+/// `max_bytes` each), so that its capacity changes at most this many times.
+const INDEX_STEPS: u64 = 8;
+
+/// Bytes left between the heaviest entry admitted and a shard's share, for
+/// quick_cache's rounding when the capacity changes.
+const ROUNDING: u64 = 64;
 
 #[derive(Clone, Copy)]
 struct ByBytes;
@@ -69,6 +80,14 @@ impl Lifecycle<u64, Arc<Entry>> for CountEvictions {
 /// The in-memory store: a quick_cache (S3-FIFO eviction, sharded locks)
 /// weighed in bytes, plus the in-process invalidation index.
 ///
+/// Both live within `max_bytes`: the index's records may take up to an
+/// eighth of it (at most 63 bytes a record: 114,688 records in 64 MiB),
+/// and the entries what the index leaves. The index takes its room only as
+/// its records need it, in steps of 1/64 of `max_bytes` (the store evicts
+/// to make way), and keeps what it took: a cache that once needed that
+/// many records is ready to need them again, and the store's capacity
+/// changes at most eight times.
+///
 /// Entries are indexed by a 64-bit hash of their store key (the key, or the
 /// hashed form of a long one); each entry keeps its key, and a lookup whose
 /// key differs (a collision) is a miss.
@@ -86,6 +105,14 @@ pub struct MemoryStore {
     tally: Arc<Tally>,
     /// The seed of [`store_hash`], random per store.
     seed: u64,
+    max_bytes: u64,
+    /// The most the index may take ([`INDEX_SHARE`]).
+    index_budget: u64,
+    /// What the store has given the index so far: its capacity is
+    /// `max_bytes` less this.
+    index_room: AtomicU64,
+    /// Held while the room is raised, so that two raises keep their order.
+    raising: Mutex<()>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -107,24 +134,31 @@ impl MemoryStore {
     ///
     /// When `largest_entry` does not fit in `max_bytes` at all.
     pub(crate) fn new(max_bytes: u64, largest_entry: u64, clock: Clock) -> Result<Self, String> {
-        let usable = (max_bytes as f64 * HOT_SHARE) as u64;
-        if largest_entry == 0 || largest_entry > usable {
+        let index_budget = max_bytes / INDEX_SHARE;
+        // The entries' share once the index has taken all of its own: the
+        // largest entry must still fit a shard then.
+        let least = max_bytes - index_budget;
+        let usable = (least as f64 * HOT_SHARE) as u64;
+        let fitted = largest_entry.saturating_add(2 * ROUNDING);
+        if largest_entry == 0 || fitted > usable {
             return Err(format!(
                 "max_bytes ({max_bytes}) cannot hold one entry of the largest size \
-                 ({largest_entry} bytes: max_body_bytes plus headers and key); \
-                 raise max_bytes or lower max_body_bytes"
+                 ({largest_entry} bytes: max_body_bytes plus headers and key) beside \
+                 the invalidation index's share (an eighth); raise max_bytes or lower \
+                 max_body_bytes"
             ));
         }
         // The largest power of two such that one shard's admissible share
         // still holds the largest entry.
-        let fit = (usable / largest_entry).clamp(1, MAX_SHARDS);
+        let fit = (usable / fitted).clamp(1, MAX_SHARDS);
         let shards = 1u64 << (63 - fit.leading_zeros());
         // Estimated items: assume entries of about 2 KiB on average.
         let estimated = (max_bytes / 2048).clamp(shards * 32, 4 << 20) as usize;
         let options = OptionsBuilder::new()
             .shards(shards as usize)
             .estimated_items_capacity(estimated)
-            .weight_capacity(max_bytes)
+            // A multiple of the shard count: each shard gets an exact share.
+            .weight_capacity(max_bytes / shards * shards)
             .hot_allocation(HOT_SHARE)
             .build()
             .map_err(|e| format!("{e:?}"))?;
@@ -137,15 +171,48 @@ impl MemoryStore {
             BuildNoHashHasher::default(),
             CountEvictions(tally.clone()),
         );
-        let shard_share = (map.shard_capacity() as f64 * HOT_SHARE) as u64;
+        let shards = map.num_shards() as u64;
+        let max_item_weight = ((least / shards) as f64 * HOT_SHARE) as u64 - ROUNDING;
         Ok(Self {
             map,
-            index: Index::default(),
+            index: Index::new(index_budget),
             clock,
-            max_item_weight: shard_share,
+            max_item_weight,
             tally,
             seed: std::hash::BuildHasher::hash_one(&foldhash::fast::RandomState::default(), 0u64),
+            max_bytes,
+            index_budget,
+            index_room: AtomicU64::new(0),
+            raising: Mutex::new(()),
         })
+    }
+
+    /// Gives the index the room its records take now, if it has less:
+    /// rounded up to a step, and taken from the entries' capacity.
+    fn make_room_for_index(&self) {
+        if self.index.bytes() <= self.index_room.load(Ordering::Acquire) {
+            return;
+        }
+        let _raising = self.raising.lock().unwrap_or_else(|e| e.into_inner());
+        let needed = self.index.bytes();
+        if needed <= self.index_room.load(Ordering::Acquire) {
+            return;
+        }
+        let step = self.index_budget.div_ceil(INDEX_STEPS).max(1);
+        let room = needed
+            .div_ceil(step)
+            .saturating_mul(step)
+            .min(self.index_budget);
+        let shards = self.map.num_shards() as u64;
+        self.map
+            .set_capacity((self.max_bytes - room) / shards * shards);
+        self.index_room.store(room, Ordering::Release);
+    }
+
+    /// Bytes the invalidation index's records take now (within
+    /// `max_bytes`, beside [`bytes`](Self::bytes)).
+    pub(crate) fn index_bytes(&self) -> u64 {
+        self.index.bytes()
     }
 
     /// Entries held.
@@ -259,7 +326,9 @@ impl MemoryStore {
     }
 
     pub(crate) fn invalidate_hashes(&self, hashes: &[u64]) -> u64 {
-        self.index.invalidate(hashes, self.clock.now_ms())
+        let generation = self.index.invalidate(hashes, self.clock.now_ms());
+        self.make_room_for_index();
+        generation
     }
 }
 

@@ -39,6 +39,8 @@ pub enum Kind {
     Origin,
     /// The slow handler behind this crate's `CacheLayer`.
     Ours,
+    /// The same with the lean header profile (`CacheBuilder::lean_headers`).
+    OursLean,
     /// Behind `axum-response-cache`.
     AxumResponseCache,
     /// Behind `tower-http-cache`.
@@ -51,10 +53,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every route of the comparison, `plain` first.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Plain,
         Kind::Origin,
         Kind::Ours,
+        Kind::OursLean,
         Kind::AxumResponseCache,
         Kind::TowerHttpCache,
     ];
@@ -65,6 +68,7 @@ impl Kind {
             Kind::Plain => "plain",
             Kind::Origin => "origin",
             Kind::Ours => "ours",
+            Kind::OursLean => "ours-lean",
             Kind::AxumResponseCache => "axum-response-cache",
             Kind::TowerHttpCache => "tower-http-cache",
             Kind::PlainHitHeaders => "plain-hit-headers",
@@ -75,7 +79,7 @@ impl Kind {
     pub fn cached(self) -> bool {
         matches!(
             self,
-            Kind::Ours | Kind::AxumResponseCache | Kind::TowerHttpCache
+            Kind::Ours | Kind::OursLean | Kind::AxumResponseCache | Kind::TowerHttpCache
         )
     }
 
@@ -213,6 +217,7 @@ fn sync_body_origin(
 /// caches.
 struct Caches {
     ours: tower_response_cache::Cache,
+    ours_lean: tower_response_cache::Cache,
     tower_http_cache_capacity: u64,
 }
 
@@ -241,6 +246,8 @@ fn route(
         Kind::Origin => handler(body, delay, calls),
         Kind::Ours => handler(body, delay, calls)
             .layer(tower_response_cache::CacheLayer::new(&caches.ours).ttl(TTL)),
+        Kind::OursLean => handler(body, delay, calls)
+            .layer(tower_response_cache::CacheLayer::new(&caches.ours_lean).ttl(TTL)),
         Kind::AxumResponseCache => {
             handler(body, delay, calls).layer(axum_response_cache::CacheLayer::with_lifespan(TTL))
         }
@@ -293,6 +300,9 @@ pub fn serve_load() {
     let calls = Calls::default();
     let caches = Caches {
         ours: tower_response_cache::Cache::builder().build(),
+        ours_lean: tower_response_cache::Cache::builder()
+            .lean_headers()
+            .build(),
         tower_http_cache_capacity: 10_000,
     };
     let mut app = Router::new();
@@ -330,6 +340,10 @@ pub fn serve_fill(cache: Option<&str>) {
         // Room for far more than the fill, so that nothing is evicted.
         ours: tower_response_cache::Cache::builder()
             .max_bytes(512 << 20)
+            .build(),
+        ours_lean: tower_response_cache::Cache::builder()
+            .max_bytes(512 << 20)
+            .lean_headers()
             .build(),
         tower_http_cache_capacity: 1 << 20,
     };

@@ -20,6 +20,7 @@ pub(crate) struct EntryParts {
     pub(crate) stale_while_revalidate_until_ms: u64,
     pub(crate) grace_until_ms: u64,
     pub(crate) stale_if_error_until_ms: u64,
+    pub(crate) lean: bool,
     pub(crate) path: String,
     pub(crate) tags: Vec<String>,
     pub(crate) full_key: Option<String>,
@@ -88,6 +89,7 @@ impl Entry {
 ///     .stale_while_revalidate_until_ms(entry.stale_while_revalidate_until_ms())
 ///     .grace_until_ms(entry.grace_until_ms())
 ///     .stale_if_error_until_ms(entry.stale_if_error_until_ms())
+///     .lean_headers(entry.lean_headers())
 ///     .tags(entry.tags())
 ///     .build();
 /// assert_eq!(copy.body(), entry.body());
@@ -161,7 +163,7 @@ impl EntryBuilder {
     ///
     /// [`Store::put`]: crate::store::Store::put
     pub fn key(mut self, key: &str) -> Self {
-        self.parts.key_hash = crate::invalidate::index::key_hash(key);
+        self.parts.key_hash = crate::invalidate::target::key_hash(key);
         self.store_key_len = key.len();
         self
     }
@@ -224,6 +226,13 @@ impl EntryBuilder {
     /// drop it after this.
     pub fn grace_until_ms(mut self, ms: u64) -> Self {
         self.parts.grace_until_ms = ms;
+        self
+    }
+
+    /// Whether answers from the entry leave out `Cache-Status`, as
+    /// [`Entry::lean_headers`] gave it.
+    pub fn lean_headers(mut self, lean: bool) -> Self {
+        self.parts.lean = lean;
         self
     }
 

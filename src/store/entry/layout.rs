@@ -225,6 +225,7 @@ impl Entry {
             status,
             common_headers: common_headers.map_or(0, |i| i as u8 + 1),
             hashed,
+            lean: parts.lean,
             rare: (!rare.is_empty()).then(|| Box::new(rare)),
         };
         Some((entry, names_heap))
@@ -261,6 +262,9 @@ impl Entry {
     /// `ETag`; `None` for any other.
     #[inline]
     pub(crate) fn ready_head(&self) -> Option<(&'static ResponseHead, &HeaderValue)> {
+        if self.lean {
+            return None;
+        }
         let etag = self.etag.as_ref()?;
         let i = usize::from(self.common_headers).checked_sub(1)?;
         let head = READY_HEADS[i].get_or_init(|| {
@@ -300,6 +304,7 @@ mod tests {
             stale_while_revalidate_until_ms: 71_000,
             grace_until_ms: 81_000,
             stale_if_error_until_ms: 76_000,
+            lean: false,
             path: "/items/1".into(),
             tags: vec!["t".into()],
             full_key: None,

@@ -57,6 +57,9 @@ pub struct Entry {
     /// The key is longer than [`HASH_ABOVE`](crate::key::HASH_ABOVE): the
     /// store indexes it by a hash, and `full_key()` returns it.
     hashed: bool,
+    /// Answers from it carry no `Cache-Status` (a cache built with
+    /// `CacheBuilder::lean_headers`).
+    lean: bool,
     /// What few entries have: tags, a Vary marker's names, far-off times.
     rare: Option<Box<Rare>>,
 }
@@ -187,6 +190,13 @@ impl Entry {
     /// this.
     pub fn grace_until_ms(&self) -> u64 {
         self.until_ms(2, self.grace_for_ms)
+    }
+
+    /// Whether answers from this entry leave out `Cache-Status` (it was
+    /// stored by a cache built with
+    /// [`CacheBuilder::lean_headers`](crate::CacheBuilder::lean_headers)).
+    pub fn lean_headers(&self) -> bool {
+        self.lean
     }
 
     /// Until when a stale entry may answer in place of an origin error

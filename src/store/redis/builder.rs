@@ -10,8 +10,11 @@ use redis::Script;
 use super::breaker::Breaker;
 use super::near::Near;
 use super::{scripts, Inner, Keys, RedisStore, Scripts};
-use crate::invalidate::index::MAX_RECORDS;
 use crate::store::ConfigError;
+
+/// The most index records Redis keeps by default (they live in Redis, not
+/// in this process's memory).
+const MAX_RECORDS: usize = 1 << 18;
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`]. Every setting has
 /// a default.

@@ -12,7 +12,7 @@
 //!        the Redis key it is stored under                big-endian
 //! then (every integer a LEB128 varint):
 //!   status, key_hash, born_ms, fresh_until_ms, swr_until_ms, grace_until_ms,
-//!   stale_if_error_until_ms,
+//!   stale_if_error_until_ms, flags (bit 0: lean headers),
 //!   path (len, bytes), tags (count, then len + bytes each),
 //!   full_key (0, or 1 then len + bytes),
 //!   vary (0, or 1 then count, then len + name bytes each),
@@ -33,7 +33,7 @@
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use crate::invalidate::index::{for_each_prefix, tag_hash};
+use crate::invalidate::target::{for_each_prefix, tag_hash};
 use crate::store::{Entry, EntryParts};
 
 /// The encoding's version, its first byte. A value with another version is
@@ -134,6 +134,7 @@ pub(crate) fn encode(entry: &Entry, store_key: &str) -> Option<Vec<u8>> {
     put_varint(&mut out, entry.stale_while_revalidate_until_ms());
     put_varint(&mut out, entry.grace_until_ms());
     put_varint(&mut out, entry.stale_if_error_until_ms());
+    put_varint(&mut out, u64::from(entry.lean_headers()));
     put_bytes(&mut out, entry.path().as_bytes());
     put_varint(&mut out, entry.tag_slice().len() as u64);
     for tag in entry.tags() {
@@ -194,6 +195,11 @@ pub(crate) fn decode(value: Bytes, store_key: &str, key_len: usize) -> Result<En
     let stale_while_revalidate_until_ms = r.varint()?;
     let grace_until_ms = r.varint()?;
     let stale_if_error_until_ms = r.varint()?;
+    let lean = match r.varint()? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::Invalid("flags")),
+    };
     let path = r.string("path")?;
     let tag_count = r.count()?;
     let mut tags = Vec::with_capacity(tag_count);
@@ -241,6 +247,7 @@ pub(crate) fn decode(value: Bytes, store_key: &str, key_len: usize) -> Result<En
         stale_while_revalidate_until_ms,
         grace_until_ms,
         stale_if_error_until_ms,
+        lean,
         path,
         tags,
         full_key,

@@ -101,8 +101,9 @@ const PRUNE_BATCH: usize = 1024;
 ///
 /// The index stays bounded as in memory: records older than the longest
 /// entry lifetime stored are pruned (an entry born before a pruned record
-/// is refused), and past a cap of 262 144 records the oldest are dropped
-/// early and every entry born before them counts as invalidated.
+/// is refused), and past a cap of 262 144 records (in Redis's memory, not
+/// this process's) the oldest are dropped early and every entry born
+/// before them counts as invalidated.
 ///
 /// # Faults
 ///

@@ -20,7 +20,7 @@ use futures_core::Stream;
 use quick_cache::sync::{Cache as QuickCache, DefaultLifecycle};
 use quick_cache::{DefaultHashBuilder, OptionsBuilder, Weighter};
 
-use crate::invalidate::index::{for_each_prefix, tag_hash};
+use crate::invalidate::target::{for_each_prefix, tag_hash};
 use crate::store::Entry;
 
 /// Past this many received records, the tier is emptied with them (an

@@ -2,7 +2,7 @@
 //! must fail (cut, changed, moved).
 
 use super::*;
-use crate::invalidate::index::{key_hash, prefix_hash};
+use crate::invalidate::target::{key_hash, prefix_hash};
 use crate::invalidate::Target;
 
 fn parts() -> EntryParts {
@@ -38,6 +38,7 @@ fn parts() -> EntryParts {
         stale_while_revalidate_until_ms: 1_700_000_070_123,
         grace_until_ms: 1_700_000_090_123,
         stale_if_error_until_ms: 1_700_000_080_123,
+        lean: true,
         path: "/products/42".into(),
         tags: vec!["products".into(), "catalogue".into()],
         full_key: None,
@@ -70,6 +71,7 @@ fn assert_same(a: &Entry, b: &Entry) {
     );
     assert_eq!(a.grace_until_ms(), b.grace_until_ms());
     assert_eq!(a.stale_if_error_until_ms(), b.stale_if_error_until_ms());
+    assert_eq!(a.lean_headers(), b.lean_headers());
     assert_eq!(a.path(), b.path());
     assert_eq!(a.tags().collect::<Vec<_>>(), b.tags().collect::<Vec<_>>());
     assert_eq!(a.full_key(), b.full_key());
