@@ -87,7 +87,7 @@ pub fn is_canonical_path(path: &str) -> bool {
 
 /// A flush prefix as the index records it.
 pub fn normalise_prefix(prefix: &str) -> &str {
-    crate::invalidate::index::normalise_prefix(prefix)
+    crate::invalidate::target::normalise_prefix(prefix)
 }
 
 /// The names a response's `Vary` lists, or `None` for `Vary: *` or a name
