@@ -64,6 +64,7 @@ fn fields(e: &Entry) -> impl PartialEq + std::fmt::Debug + '_ {
             e.tags().collect::<Vec<_>>(),
             e.full_key(),
             e.vary(),
+            e.lean_headers(),
         ),
     )
 }
@@ -123,6 +124,7 @@ struct Parts {
     tags: Vec<String>,
     full_key: Option<String>,
     vary: Option<Vec<String>>,
+    lean: bool,
     flip: usize,
 }
 
@@ -149,7 +151,8 @@ fn build(p: &Parts) -> Option<Entry> {
         .stale_if_error_until_ms(sie)
         .path(p.path.clone())
         .tags(p.tags.iter().cloned())
-        .full_key(p.full_key.clone());
+        .full_key(p.full_key.clone())
+        .lean_headers(p.lean);
     if let Some(names) = &p.vary {
         b = b.vary(
             names
