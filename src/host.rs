@@ -10,40 +10,57 @@ fn host_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'_')
 }
 
+/// A host's name and its port (`None`: no `:`): the port is what follows
+/// the first `:` after the name (after an IP literal's `]`), and must be
+/// digits; `None` when it is not, so that `a:80.` or `a:80:80` is refused
+/// rather than kept in a form that is not normal.
+#[inline]
+fn split_port(host: &str) -> Option<(&str, Option<&str>)> {
+    let after = host.rfind(']').map_or(0, |i| i + 1);
+    match host[after..].find(':') {
+        None => Some((host, None)),
+        Some(i) => {
+            let (name, port) = (&host[..after + i], &host[after + i + 1..]);
+            port.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then_some((name, Some(port)))
+        }
+    }
+}
+
 /// Whether a host is as keys hold it already: lower-case, without a
 /// default port or a trailing dot, of the bytes a host may hold.
 #[inline]
 pub(crate) fn is_normal_host(host: &str) -> bool {
-    let b = host.as_bytes();
-    !b.is_empty()
-        && b.iter().all(|&c| host_byte(c) && !c.is_ascii_uppercase())
-        && !b.ends_with(b":80")
-        && !b.ends_with(b":443")
-        && !b.ends_with(b".")
-        && !b.ends_with(b":")
+    host.bytes()
+        .all(|c| host_byte(c) && !c.is_ascii_uppercase())
+        && split_port(host).is_some_and(|(name, port)| {
+            !name.is_empty()
+                && !name.ends_with('.')
+                && port.is_none_or(|p| !matches!(p, "" | "80" | "443"))
+        })
 }
 
 /// A host as keys hold it: ASCII lower-case, without a default port
 /// (`:80`, `:443`), an empty port or a trailing dot. `Err` when it holds
-/// bytes no host may.
+/// bytes no host may, or a port that is not digits.
 pub(crate) fn normal_host(host: &str) -> Result<String, KeyError> {
-    let mut h = host.trim().to_ascii_lowercase();
-    if h.is_empty() || !h.bytes().all(host_byte) {
+    let h = host.trim().to_ascii_lowercase();
+    if !h.bytes().all(host_byte) {
         return Err(KeyError::Malformed);
     }
-    for port in [":80", ":443", ":"] {
-        if let Some(rest) = h.strip_suffix(port) {
-            h.truncate(rest.len());
-            break;
-        }
-    }
-    while h.ends_with('.') {
-        h.pop();
-    }
-    if h.is_empty() {
+    let (name, port) = split_port(&h).ok_or(KeyError::Malformed)?;
+    let name = name.trim_end_matches('.');
+    if name.is_empty() {
         return Err(KeyError::Malformed);
     }
-    Ok(h)
+    let mut out = String::with_capacity(h.len());
+    out.push_str(name);
+    if let Some(port) = port.filter(|p| !matches!(*p, "" | "80" | "443")) {
+        out.push(':');
+        out.push_str(port);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -65,7 +82,16 @@ mod tests {
             assert_eq!(is_normal_host(raw), raw == normal, "{raw}");
             assert!(is_normal_host(normal), "{normal}");
         }
-        for bad in ["", "a b", "acme/x", "a\"b", ":80"] {
+        for bad in [
+            "",
+            "a b",
+            "acme/x",
+            "a\"b",
+            ":80",
+            "acme.example:80.",
+            "a:80:80",
+            "a:x",
+        ] {
             assert!(normal_host(bad).is_err(), "{bad:?}");
             assert!(!is_normal_host(bad), "{bad:?}");
         }

@@ -276,6 +276,9 @@
 mod admin;
 mod cache;
 mod freshness;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod host;
 pub mod invalidate;

@@ -59,11 +59,11 @@ impl ScopeHasher {
         Self::new(&secret)
     }
 
-    /// The value keys hold for a scope: 32 hex digits (128 bits) of its
-    /// HMAC.
-    pub(crate) fn hash(&self, scope: &str) -> String {
+    /// The value keys hold for a scope (or a credential header's bytes,
+    /// as they are): 32 hex digits (128 bits) of its HMAC.
+    pub(crate) fn hash(&self, scope: impl AsRef<[u8]>) -> String {
         let mut inner = self.inner.clone();
-        inner.update(scope.as_bytes());
+        inner.update(scope.as_ref());
         let mut outer = self.outer.clone();
         outer.update(inner.finalize());
         let mac = outer.finalize();

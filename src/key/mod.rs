@@ -167,9 +167,15 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap, has
     for name in names {
         out.push('\n');
         out.push_str(name.as_str());
+        let values = headers.get_all(name);
+        if values.iter().next().is_none() {
+            // Absent: the name alone, so that it matches only absent
+            // (RFC 9111, section 4.1), never an empty value.
+            continue;
+        }
         out.push(':');
         let mut first = true;
-        for value in headers.get_all(name) {
+        for value in values {
             if !first {
                 out.push(',');
             }
@@ -178,7 +184,9 @@ fn push_headers(out: &mut String, names: &[HeaderName], headers: &HeaderMap, has
                 // A credential (a response that varies on `Cookie`, a key
                 // on `Authorization`): its keyed hash, never the value.
                 out.push('#');
-                out.push_str(&hasher.hash(&String::from_utf8_lossy(value.as_bytes())));
+                // Its bytes, not a lossy text: two values that differ only
+                // in bytes that are not UTF-8 must not share a hash.
+                out.push_str(&hasher.hash(value.as_bytes()));
                 continue;
             }
             // Header values cannot hold newlines; bytes that are not visible

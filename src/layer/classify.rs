@@ -215,7 +215,9 @@ impl LayerConfig {
     }
 
     /// The authority a request names, when this layer keys on it: the
-    /// URI's (HTTP/2, absolute form), else the `Host` header.
+    /// URI's (HTTP/2, absolute form), else the `Host` header. A `Host`
+    /// that is not text is given as `""`, which no key takes (keyed on no
+    /// host, it would share the entries of requests that name none).
     #[inline]
     fn host<'a>(&self, uri: &'a Uri, headers: &'a HeaderMap) -> Option<&'a str> {
         if !self.hosts {
@@ -223,7 +225,7 @@ impl LayerConfig {
         }
         match uri.authority() {
             Some(authority) => Some(authority.as_str()),
-            None => headers.get(header::HOST).and_then(|h| h.to_str().ok()),
+            None => headers.get(header::HOST).map(|h| h.to_str().unwrap_or("")),
         }
     }
 

@@ -10,7 +10,7 @@ mod entry;
 mod error;
 mod memory;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 
 use std::future::Future;
 use std::sync::Arc;

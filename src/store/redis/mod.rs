@@ -6,7 +6,7 @@
 
 mod breaker;
 mod builder;
-mod codec;
+pub(crate) mod codec;
 mod conn;
 mod near;
 mod scripts;
