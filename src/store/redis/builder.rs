@@ -144,6 +144,7 @@ impl RedisStoreBuilder {
             subscriber: OnceLock::new(),
             max_records: self.max_records,
             dropped: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
         });
         Ok(RedisStore { inner })
     }

@@ -42,14 +42,15 @@ pub(super) fn broken(e: &StoreError) -> bool {
 }
 
 /// Runs a call, and once more at once when it failed on a broken
-/// connection, before anything is given up.
-pub(super) async fn once_more<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+/// connection, before anything is given up (counted in `inner.resent`).
+pub(super) async fn once_more<T, F, Fut>(inner: &Inner, mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
     match attempt().await {
         Err(e) if broken(&e) => {
+            inner.resent.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "redis store: the connection broke; sending again");
             attempt().await
         }

@@ -186,6 +186,8 @@ struct Inner {
     max_records: usize,
     /// Values dropped as untrustworthy.
     dropped: AtomicU64,
+    /// Calls sent again because the connection broke under them.
+    resent: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -248,6 +250,13 @@ impl RedisStore {
     /// another key or namespace). Each was served as a miss.
     pub fn dropped_values(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Calls sent again at once on a fresh connection because the one they
+    /// were sent on broke under them (Redis closed it, a proxy cut it, a
+    /// reply was cut off midway). Such a call fails only if it fails again.
+    pub fn resent_calls(&self) -> u64 {
+        self.inner.resent.load(Ordering::Relaxed)
     }
 
     /// How many calls in a row have failed to reach Redis.
@@ -443,22 +452,22 @@ impl RedisStore {
 /// failed call.
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Lookup, StoreError> {
-        conn::once_more(|| self.get_once(key)).await
+        conn::once_more(&self.inner, || self.get_once(key)).await
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
-        conn::once_more(|| self.put_once(key, entry.clone())).await
+        conn::once_more(&self.inner, || self.put_once(key, entry.clone())).await
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        conn::once_more(|| self.remove_once(key)).await
+        conn::once_more(&self.inner, || self.remove_once(key)).await
     }
 
     async fn generation(&self) -> Result<u64, StoreError> {
-        conn::once_more(|| self.generation_once()).await
+        conn::once_more(&self.inner, || self.generation_once()).await
     }
 
     async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
-        conn::once_more(|| self.invalidate_once(targets)).await
+        conn::once_more(&self.inner, || self.invalidate_once(targets)).await
     }
 }
