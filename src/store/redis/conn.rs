@@ -206,7 +206,12 @@ impl Inner {
         match result {
             Ok(Ok(v)) => {
                 self.connected.store(true, Ordering::Relaxed);
-                self.breaker.success();
+                if self.breaker.success() {
+                    tracing::info!(
+                        op,
+                        "redis store: redis answers again; caching through it resumes"
+                    );
+                }
                 Ok(v)
             }
             Ok(Err(e)) => {
@@ -275,6 +280,10 @@ async fn probe(weak: Weak<Inner>) {
         };
         tokio::time::sleep(cooldown).await;
         let Some(inner) = weak.upgrade() else { return };
+        if !inner.breaker.is_open() {
+            // A call got through meanwhile and ended the cool-down.
+            return;
+        }
         // The first ping may meet the failed connection of the outage and
         // only start a new one; the second waits for that.
         let mut answered = false;

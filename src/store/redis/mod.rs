@@ -111,8 +111,10 @@ const PRUNE_BATCH: usize = 1024;
 /// (timed out, connection refused, cool-down), which the cache turns into a
 /// pass-through. After a number of consecutive failures (default 3), every
 /// call fails at once for a cool-down (default 1 s) while a background
-/// probe pings Redis once per cool-down; when it answers, caching resumes
-/// by itself.
+/// probe pings Redis once per cool-down; when it answers, or when a flush
+/// (which no cool-down skips) gets through, caching resumes by itself.
+/// A call that fails on a connection that broke under it is sent again at
+/// once on a fresh one ([`resent_calls`](Self::resent_calls)).
 ///
 /// # Near cache
 ///
