@@ -145,6 +145,7 @@ impl RedisStoreBuilder {
             max_records: self.max_records,
             dropped: AtomicU64::new(0),
             resent: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
         });
         Ok(RedisStore { inner })
     }

@@ -236,6 +236,20 @@ impl Inner {
         }
     }
 
+    /// Counts and traces a script's finding that the namespace was empty
+    /// (`seeded` is 1).
+    pub(super) fn seeded(&self, seeded: i64) {
+        if seeded == 1 {
+            self.resets.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                namespace = %self.namespace,
+                "redis store: the namespace was empty (a new Redis, or one restarted without \
+                 persistence or flushed): the clock starts above every generation handed out \
+                 before, and entries stored before are gone"
+            );
+        }
+    }
+
     /// Books a failure that says Redis is out of reach; may open the
     /// breaker and start the prober.
     fn failed(&self, op: &'static str, msg: String) {

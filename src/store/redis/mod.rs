@@ -190,6 +190,8 @@ struct Inner {
     dropped: AtomicU64,
     /// Calls sent again because the connection broke under them.
     resent: AtomicU64,
+    /// Times a script found the namespace empty and started its clock.
+    resets: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -259,6 +261,16 @@ impl RedisStore {
     /// reply was cut off midway). Such a call fails only if it fails again.
     pub fn resent_calls(&self) -> u64 {
         self.inner.resent.load(Ordering::Relaxed)
+    }
+
+    /// Times this store found its namespace empty in Redis and started it
+    /// afresh: once for a new Redis, and again after each loss (a restart
+    /// without persistence, a flush). Every entry stored before a loss is
+    /// gone with it, the clock restarts above every generation handed out
+    /// before, and a read that began before it is not stored. Counted by
+    /// the instance whose call found the namespace empty.
+    pub fn namespace_resets(&self) -> u64 {
+        self.inner.resets.load(Ordering::Relaxed)
     }
 
     /// How many calls in a row have failed to reach Redis.
@@ -393,7 +405,8 @@ impl RedisStore {
             .arg(entry.born())
             .arg(inner.max_records)
             .arg(PRUNE_BATCH);
-        let stored: i64 = inner.run("put", inv.invoke_async(&mut con)).await?;
+        let (stored, seeded): (i64, i64) = inner.run("put", inv.invoke_async(&mut con)).await?;
+        inner.seeded(seeded);
         if stored == 1 {
             if let (Some(near), Some(epoch)) = (&inner.near, epoch) {
                 near.insert_stored(epoch, key, entry);
@@ -425,7 +438,10 @@ impl RedisStore {
         let mut con = inner.begin().await?;
         let mut inv = inner.scripts.generation.prepare_invoke();
         self.index_keys(&mut inv, &inner.keys.clock);
-        inner.run("generation", inv.invoke_async(&mut con)).await
+        let (generation, seeded): (u64, i64) =
+            inner.run("generation", inv.invoke_async(&mut con)).await?;
+        inner.seeded(seeded);
+        Ok(generation)
     }
 
     async fn invalidate_once(&self, targets: &[Target]) -> Result<u64, StoreError> {
@@ -441,7 +457,9 @@ impl RedisStore {
         for h in &hashes {
             inv.arg(&h.to_be_bytes()[..]);
         }
-        let generation: u64 = inner.run("invalidate", inv.invoke_async(&mut con)).await?;
+        let (generation, seeded): (u64, i64) =
+            inner.run("invalidate", inv.invoke_async(&mut con)).await?;
+        inner.seeded(seeded);
         if let Some(near) = &inner.near {
             near.apply(generation, hashes);
         }
