@@ -4,11 +4,20 @@
 //! writer's connection: an idle connection Redis closed, a pause longer
 //! than the command timeout (and the cool-down it trips), a Redis whose
 //! memory is full.
+//!
+//! `matrix` holds the fault matrix: each fault made while readers and
+//! writers run on both instances (`fleet`), traced (`traced`).
 #![cfg(feature = "redis")]
 
+#[path = "fleet_faults/fleet.rs"]
+mod fleet;
+#[path = "fleet_faults/matrix.rs"]
+mod matrix;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 mod support;
+#[path = "fleet_faults/traced.rs"]
+mod traced;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
