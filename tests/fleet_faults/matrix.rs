@@ -19,10 +19,10 @@ use crate::traced;
 /// several turns of its event loop (64 KiB a turn), so that a connection
 /// killed while one is on its way is cut mid-reply.
 const SMALL: usize = 1024;
-const LARGE: usize = 256 << 10;
+const LARGE: usize = 128 << 10;
 
 /// Hits each instance must answer to show caching works.
-const HITS: u64 = 20;
+const HITS: u64 = 10;
 
 /// Checks both instances.
 fn each(fleet: &Fleet, what: &str, ok: impl Fn(&Instance) -> bool) {
@@ -222,9 +222,12 @@ async fn redis_connections_killed_mid_reply() {
     fleet.until_caching(HITS).await;
 
     // Every client connection killed every 10 ms, until each instance has
-    // had calls cut under it (bounded).
-    for _ in 0..500 {
-        if fleet.both().iter().all(|i| i.store.resent_calls() >= 5) {
+    // had calls cut under it and writes were answered meanwhile (bounded).
+    let writes = traffic.writes();
+    for _ in 0..1000 {
+        if fleet.both().iter().all(|i| i.store.resent_calls() >= 5)
+            && traffic.writes() >= writes + 10
+        {
             break;
         }
         fleet.redis.command("CLIENT KILL TYPE normal", ":").await;
