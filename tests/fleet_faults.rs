@@ -394,3 +394,30 @@ async fn a_flush_as_a_write_s_body_ends_waits_out_a_pause_too() {
     let on_b = send(&b, read("/products")).await;
     assert_eq!(on_b.text(), "v1", "{}", on_b.cache_status());
 }
+
+#[tokio::test]
+async fn a_flush_sent_into_a_hung_redis_lands_when_it_thaws_even_with_its_writer_gone() {
+    let server = RedisServer::start();
+    let link = Link::to(server.addr()).await;
+    let db = Db::default();
+    let (a_cache, a) = instance_at(&link.url(), &db, false);
+    let (_, b) = instance_at(&server.url(), &db, false);
+    assert_eq!(send(&a, read("/products/7")).await.text(), "v0");
+    until_stored(&a_cache, 1).await;
+    assert!(send(&b, read("/products/7")).await.is_hit());
+
+    server.pause();
+    // A read on A times out first: a stall, not a lost connection.
+    let seen = send(&a, read("/products/9")).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    // The write's flush is sent into the stalled Redis, and sent again,
+    // until the write is answered with its flush owed.
+    write(&a).await;
+    assert!(a_cache.stats().owed_flush_records > 0);
+    // A is cut off before Redis thaws: none of its retries can land.
+    link.cut();
+    server.resume();
+    // What A sent while Redis hung is what Redis runs first.
+    let on_b = send(&b, read("/products/7")).await;
+    assert_eq!(on_b.text(), "v1", "{}", on_b.cache_status());
+}

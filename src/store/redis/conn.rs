@@ -96,8 +96,8 @@ struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.done && self.started.elapsed() >= self.budget {
-            self.inner
-                .failed(self.op, format!("redis {} timed out (cancelled)", self.op));
+            let msg = format!("redis {} timed out (cancelled)", self.op);
+            self.inner.failed(self.op, msg, false);
         }
     }
 }
@@ -224,13 +224,14 @@ impl Inner {
                 if error.kind() == StoreErrorKind::Protocol {
                     tracing::debug!(op, %error, "redis store: command failed");
                 } else {
-                    self.failed(op, error.message().to_owned());
+                    let lost = error.kind() != StoreErrorKind::Timeout;
+                    self.failed(op, error.message().to_owned(), lost);
                 }
                 Err(error)
             }
             Err(_) => {
                 let msg = format!("redis {op} timed out after {} ms", ms(budget));
-                self.failed(op, msg.clone());
+                self.failed(op, msg.clone(), false);
                 Err(StoreError::timeout(msg))
             }
         }
@@ -250,12 +251,18 @@ impl Inner {
         }
     }
 
-    /// Books a failure that says Redis is out of reach; may open the
-    /// breaker and start the prober.
-    fn failed(&self, op: &'static str, msg: String) {
+    /// Books a failure that says Redis is out of reach (`lost`: the
+    /// connection, rather than a timely answer); may open the breaker and
+    /// start the prober.
+    fn failed(&self, op: &'static str, msg: String, lost: bool) {
         self.connected.store(false, Ordering::Relaxed);
-        // The server may come back without them (a restart).
-        self.scripts_loaded.store(false, Ordering::Release);
+        if lost {
+            // The server may come back without them (a restart). Not after
+            // a timeout: a stalled Redis keeps them, and a call that begins
+            // with loading them again would leave only that load, not the
+            // flush itself, queued for when Redis answers again.
+            self.scripts_loaded.store(false, Ordering::Release);
+        }
         tracing::debug!(op, error = %msg, "redis store: call failed");
         if self.breaker.failure() == Tripped::Now {
             tracing::warn!(
