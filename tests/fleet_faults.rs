@@ -4,20 +4,33 @@
 //! writer's connection: an idle connection Redis closed, a pause longer
 //! than the command timeout (and the cool-down it trips), a Redis whose
 //! memory is full.
+//!
+//! `matrix` holds the fault matrix: each fault made while readers and
+//! writers run on both instances (`fleet`), traced (`traced`).
 #![cfg(feature = "redis")]
 
+#[path = "fleet_faults/fleet.rs"]
+mod fleet;
+#[path = "fleet_faults/matrix.rs"]
+mod matrix;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 mod support;
+#[path = "fleet_faults/traced.rs"]
+mod traced;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
+use bytes::Bytes;
 use http::StatusCode;
+use http_body_util::BodyExt;
 use redis_server::RedisServer;
 use support::*;
-use tower::ServiceBuilder;
+use tokio::sync::Semaphore;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_response_cache::store::RedisStore;
 use tower_response_cache::{Cache, CacheLayer, InvalidateOn};
 
@@ -295,4 +308,116 @@ async fn a_strict_writer_cut_off_from_redis_answers_503() {
         assert!(start.elapsed() < Duration::from_secs(10), "{}", w.status);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A write that commits while its body streams: it answers 200 at once
+/// with a first line, and commits (bumps the version) and ends its body
+/// once let go.
+fn importing(server: &RedisServer, db: &Db, go: &Arc<Semaphore>) -> (Cache, Router) {
+    let store = RedisStore::builder(server.url()).build().unwrap();
+    let cache = Cache::builder().store(store).build();
+    let (db_, go) = (db.clone(), go.clone());
+    let import = move || {
+        let (db, go) = (db_.clone(), go.clone());
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"started\n")).await;
+                go.acquire().await.unwrap().forget();
+                db.version.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tx.send(Bytes::from_static(b"done\n")).await;
+            });
+            axum::body::Body::new(Lines(rx))
+        }
+    };
+    let app = Router::new()
+        .route("/products", get(db_read).put(import))
+        .with_state(db.clone())
+        .layer(
+            ServiceBuilder::new()
+                .layer(InvalidateOn::new(&cache))
+                .layer(CacheLayer::new(&cache).ttl(MIN)),
+        );
+    (cache, app)
+}
+
+/// A body of the lines a channel carries, ending when it closes.
+struct Lines(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Lines {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|line| line.map(|l| Ok(http_body::Frame::data(l))))
+    }
+}
+
+#[tokio::test]
+async fn a_flush_as_a_write_s_body_ends_waits_out_a_pause_too() {
+    let server = RedisServer::start();
+    let (db, go) = (Db::default(), Arc::new(Semaphore::new(0)));
+    let (a_cache, a) = importing(&server, &db, &go);
+    let (b_cache, b) = importing(&server, &db, &go);
+    assert_eq!(send(&a, read("/products")).await.text(), "v0");
+    until_stored(&a_cache, 1).await;
+
+    // The write's head (its first flush), then a read on B in between,
+    // which stores the data from before the commit.
+    let response = a.clone().oneshot(method("PUT", "/products")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "started\n");
+    assert_eq!(send(&b, read("/products")).await.text(), "v0");
+    until_stored(&b_cache, 1).await;
+
+    // Redis stalls for longer than a command's timeout, shorter than the
+    // store timeout, as the handler commits and its body ends.
+    let paused = server.command("CLIENT PAUSE 300");
+    assert!(paused.starts_with("+OK"), "{paused}");
+    go.add_permits(1);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "done\n");
+    // The second flush waited the stall out rather than be owed.
+    assert_eq!(a_cache.stats().owed_flush_records, 0);
+    let pong = tokio::task::spawn_blocking(move || {
+        let pong = server.command("PING");
+        (server, pong)
+    });
+    let (_server, pong) = pong.await.unwrap();
+    assert!(pong.starts_with("+PONG"), "{pong}");
+    let on_b = send(&b, read("/products")).await;
+    assert_eq!(on_b.text(), "v1", "{}", on_b.cache_status());
+}
+
+#[tokio::test]
+async fn a_flush_sent_into_a_hung_redis_lands_when_it_thaws_even_with_its_writer_gone() {
+    let server = RedisServer::start();
+    let link = Link::to(server.addr()).await;
+    let db = Db::default();
+    let (a_cache, a) = instance_at(&link.url(), &db, false);
+    let (_, b) = instance_at(&server.url(), &db, false);
+    assert_eq!(send(&a, read("/products/7")).await.text(), "v0");
+    until_stored(&a_cache, 1).await;
+    assert!(send(&b, read("/products/7")).await.is_hit());
+
+    server.pause();
+    // A read on A times out first: a stall, not a lost connection.
+    let seen = send(&a, read("/products/9")).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    // The write's flush is sent into the stalled Redis, and sent again,
+    // until the write is answered with its flush owed.
+    write(&a).await;
+    assert!(a_cache.stats().owed_flush_records > 0);
+    // A is cut off before Redis thaws: none of its retries can land.
+    link.cut();
+    server.resume();
+    // What A sent while Redis hung is what Redis runs first.
+    let on_b = send(&b, read("/products/7")).await;
+    assert_eq!(on_b.text(), "v1", "{}", on_b.cache_status());
 }

@@ -10,7 +10,6 @@ use super::Cache;
 use crate::invalidate::Target;
 use crate::store::StoreError;
 
-/// How often, and how many times, a failed flush is retried.
 /// How long a failed flush is retried in the background (while it is
 /// owed, this instance serves none of the entries it covers), and the
 /// longest pause between two attempts.
@@ -93,7 +92,8 @@ impl Cache {
 
     /// Records a write's flush once more (when its body ends), not counted
     /// as another invalidation: at once in memory (`None`), else as a future
-    /// to await.
+    /// to await, which keeps trying for the store timeout as the first
+    /// flush does.
     pub(crate) fn flush_again(&self, targets: &[Target]) -> Option<impl Future<Output = bool>> {
         if let Backend::Memory(memory) = &self.shared.backend {
             let generation = memory.invalidate_now(targets);
@@ -107,7 +107,9 @@ impl Cache {
         let cache = self.clone();
         let targets = targets.to_vec();
         Some(async move {
-            match cache.shared.backend.invalidate(&targets).await {
+            // As patient as the first: a stall shorter than the store
+            // timeout must not leave it owed.
+            match cache.record_within_budget(&targets).await {
                 Ok(generation) => {
                     tracing::debug!(
                         ?targets,
@@ -117,7 +119,13 @@ impl Cache {
                     true
                 }
                 Err(e) => {
-                    cache.store_error("invalidate", &e);
+                    tracing::error!(
+                        ?targets,
+                        error = %e,
+                        "a write's flush, repeated as its body ended, could not be recorded \
+                         in the store within its time budget; other instances may serve the \
+                         flushed entries until a retry lands"
+                    );
                     cache.retry_in_background(targets, None);
                     false
                 }

@@ -14,6 +14,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Settings added to the command line, kept across restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -23,12 +25,26 @@ impl RedisServer {
     ///
     /// When `redis-server` is missing or does not come up.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with settings of its own added to the command line
+    /// (such as `--enable-debug-command local`), kept across restarts.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is missing or does not come up.
+    pub fn start_with(extra: &[&str]) -> Self {
         // A port that was free a moment ago can be taken in between: try a
         // few.
         let mut last = String::new();
         for _ in 0..5 {
             let port = free_port();
-            let mut server = RedisServer { port, child: None };
+            let mut server = RedisServer {
+                port,
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+            };
             match server.spawn() {
                 Ok(()) => return server,
                 Err(e) => last = e,
@@ -128,6 +144,7 @@ impl RedisServer {
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -70,10 +70,14 @@ impl Breaker {
         self.failures.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn success(&self) {
+    /// A call reached Redis: the run of failures is over, and so is a
+    /// cool-down (a flush, which no cool-down skips, got through). `true`
+    /// when this ended a cool-down.
+    pub(crate) fn success(&self) -> bool {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
         }
+        self.open.load(Ordering::Acquire) && self.open.swap(false, Ordering::AcqRel)
     }
 
     pub(crate) fn failure(&self) -> Tripped {
@@ -125,5 +129,16 @@ mod tests {
         b.close();
         assert!(b.check().is_ok());
         assert_eq!(b.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn a_call_that_gets_through_ends_a_cool_down() {
+        let b = Breaker::new(1, Duration::from_secs(60));
+        assert!(!b.success());
+        assert_eq!(b.failure(), Tripped::Now);
+        assert!(b.check().is_err());
+        assert!(b.success(), "ended the cool-down");
+        assert!(b.check().is_ok());
+        assert!(!b.success());
     }
 }

@@ -147,6 +147,8 @@ impl RedisStoreBuilder {
             subscriber: OnceLock::new(),
             max_records: self.max_records,
             dropped: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
         });
         Ok(RedisStore { inner })
     }

@@ -42,14 +42,15 @@ pub(super) fn broken(e: &StoreError) -> bool {
 }
 
 /// Runs a call, and once more at once when it failed on a broken
-/// connection, before anything is given up.
-pub(super) async fn once_more<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+/// connection, before anything is given up (counted in `inner.resent`).
+pub(super) async fn once_more<T, F, Fut>(inner: &Inner, mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
     match attempt().await {
         Err(e) if broken(&e) => {
+            inner.resent.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "redis store: the connection broke; sending again");
             attempt().await
         }
@@ -95,8 +96,8 @@ struct InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.done && self.started.elapsed() >= self.budget {
-            self.inner
-                .failed(self.op, format!("redis {} timed out (cancelled)", self.op));
+            let msg = format!("redis {} timed out (cancelled)", self.op);
+            self.inner.failed(self.op, msg, false);
         }
     }
 }
@@ -205,7 +206,12 @@ impl Inner {
         match result {
             Ok(Ok(v)) => {
                 self.connected.store(true, Ordering::Relaxed);
-                self.breaker.success();
+                if self.breaker.success() {
+                    tracing::info!(
+                        op,
+                        "redis store: redis answers again; caching through it resumes"
+                    );
+                }
                 Ok(v)
             }
             Ok(Err(e)) => {
@@ -218,24 +224,45 @@ impl Inner {
                 if error.kind() == StoreErrorKind::Protocol {
                     tracing::debug!(op, %error, "redis store: command failed");
                 } else {
-                    self.failed(op, error.message().to_owned());
+                    let lost = error.kind() != StoreErrorKind::Timeout;
+                    self.failed(op, error.message().to_owned(), lost);
                 }
                 Err(error)
             }
             Err(_) => {
                 let msg = format!("redis {op} timed out after {} ms", ms(budget));
-                self.failed(op, msg.clone());
+                self.failed(op, msg.clone(), false);
                 Err(StoreError::timeout(msg))
             }
         }
     }
 
-    /// Books a failure that says Redis is out of reach; may open the
-    /// breaker and start the prober.
-    fn failed(&self, op: &'static str, msg: String) {
+    /// Counts and traces a script's finding that the namespace was empty
+    /// (`seeded` is 1).
+    pub(super) fn seeded(&self, seeded: i64) {
+        if seeded == 1 {
+            self.resets.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                namespace = %self.namespace,
+                "redis store: the namespace was empty (a new Redis, or one restarted without \
+                 persistence or flushed): the clock starts above every generation handed out \
+                 before, and entries stored before are gone"
+            );
+        }
+    }
+
+    /// Books a failure that says Redis is out of reach (`lost`: the
+    /// connection, rather than a timely answer); may open the breaker and
+    /// start the prober.
+    fn failed(&self, op: &'static str, msg: String, lost: bool) {
         self.connected.store(false, Ordering::Relaxed);
-        // The server may come back without them (a restart).
-        self.scripts_loaded.store(false, Ordering::Release);
+        if lost {
+            // The server may come back without them (a restart). Not after
+            // a timeout: a stalled Redis keeps them, and a call that begins
+            // with loading them again would leave only that load, not the
+            // flush itself, queued for when Redis answers again.
+            self.scripts_loaded.store(false, Ordering::Release);
+        }
         tracing::debug!(op, error = %msg, "redis store: call failed");
         if self.breaker.failure() == Tripped::Now {
             tracing::warn!(
@@ -274,6 +301,10 @@ async fn probe(weak: Weak<Inner>) {
         };
         tokio::time::sleep(cooldown).await;
         let Some(inner) = weak.upgrade() else { return };
+        if !inner.breaker.is_open() {
+            // A call got through meanwhile and ended the cool-down.
+            return;
+        }
         // The first ping may meet the failed connection of the outage and
         // only start a new one; the second waits for that.
         let mut answered = false;

@@ -112,8 +112,10 @@ const PRUNE_BATCH: usize = 1024;
 /// (timed out, connection refused, cool-down), which the cache turns into a
 /// pass-through. After a number of consecutive failures (default 3), every
 /// call fails at once for a cool-down (default 1 s) while a background
-/// probe pings Redis once per cool-down; when it answers, caching resumes
-/// by itself.
+/// probe pings Redis once per cool-down; when it answers, or when a flush
+/// (which no cool-down skips) gets through, caching resumes by itself.
+/// A call that fails on a connection that broke under it is sent again at
+/// once on a fresh one ([`resent_calls`](Self::resent_calls)).
 ///
 /// # Near cache
 ///
@@ -187,6 +189,10 @@ struct Inner {
     max_records: usize,
     /// Values dropped as untrustworthy.
     dropped: AtomicU64,
+    /// Calls sent again because the connection broke under them.
+    resent: AtomicU64,
+    /// Times a script found the namespace empty and started its clock.
+    resets: AtomicU64,
 }
 
 impl Drop for Inner {
@@ -249,6 +255,23 @@ impl RedisStore {
     /// another key or namespace). Each was served as a miss.
     pub fn dropped_values(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Calls sent again at once on a fresh connection because the one they
+    /// were sent on broke under them (Redis closed it, a proxy cut it, a
+    /// reply was cut off midway). Such a call fails only if it fails again.
+    pub fn resent_calls(&self) -> u64 {
+        self.inner.resent.load(Ordering::Relaxed)
+    }
+
+    /// Times this store found its namespace empty in Redis and started it
+    /// afresh: once for a new Redis, and again after each loss (a restart
+    /// without persistence, a flush). Every entry stored before a loss is
+    /// gone with it, the clock restarts above every generation handed out
+    /// before, and a read that began before it is not stored. Counted by
+    /// the instance whose call found the namespace empty.
+    pub fn namespace_resets(&self) -> u64 {
+        self.inner.resets.load(Ordering::Relaxed)
     }
 
     /// How many calls in a row have failed to reach Redis.
@@ -383,7 +406,8 @@ impl RedisStore {
             .arg(entry.born())
             .arg(inner.max_records)
             .arg(PRUNE_BATCH);
-        let stored: i64 = inner.run("put", inv.invoke_async(&mut con)).await?;
+        let (stored, seeded): (i64, i64) = inner.run("put", inv.invoke_async(&mut con)).await?;
+        inner.seeded(seeded);
         if stored == 1 {
             if let (Some(near), Some(epoch)) = (&inner.near, epoch) {
                 near.insert_stored(epoch, key, entry);
@@ -415,7 +439,10 @@ impl RedisStore {
         let mut con = inner.begin().await?;
         let mut inv = inner.scripts.generation.prepare_invoke();
         self.index_keys(&mut inv, &inner.keys.clock);
-        inner.run("generation", inv.invoke_async(&mut con)).await
+        let (generation, seeded): (u64, i64) =
+            inner.run("generation", inv.invoke_async(&mut con)).await?;
+        inner.seeded(seeded);
+        Ok(generation)
     }
 
     async fn invalidate_once(&self, targets: &[Target]) -> Result<u64, StoreError> {
@@ -431,7 +458,9 @@ impl RedisStore {
         for h in &hashes {
             inv.arg(&h.to_be_bytes()[..]);
         }
-        let generation: u64 = inner.run("invalidate", inv.invoke_async(&mut con)).await?;
+        let (generation, seeded): (u64, i64) =
+            inner.run("invalidate", inv.invoke_async(&mut con)).await?;
+        inner.seeded(seeded);
         if let Some(near) = &inner.near {
             near.apply(generation, hashes);
         }
@@ -444,22 +473,22 @@ impl RedisStore {
 /// failed call.
 impl Store for RedisStore {
     async fn get(&self, key: &str) -> Result<Lookup, StoreError> {
-        conn::once_more(|| self.get_once(key)).await
+        conn::once_more(&self.inner, || self.get_once(key)).await
     }
 
     async fn put(&self, key: &str, entry: Arc<Entry>) -> Result<(), StoreError> {
-        conn::once_more(|| self.put_once(key, entry.clone())).await
+        conn::once_more(&self.inner, || self.put_once(key, entry.clone())).await
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        conn::once_more(|| self.remove_once(key)).await
+        conn::once_more(&self.inner, || self.remove_once(key)).await
     }
 
     async fn generation(&self) -> Result<u64, StoreError> {
-        conn::once_more(|| self.generation_once()).await
+        conn::once_more(&self.inner, || self.generation_once()).await
     }
 
     async fn invalidate(&self, targets: &[Target]) -> Result<u64, StoreError> {
-        conn::once_more(|| self.invalidate_once(targets)).await
+        conn::once_more(&self.inner, || self.invalidate_once(targets)).await
     }
 }

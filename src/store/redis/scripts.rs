@@ -32,7 +32,8 @@ end
 -- lost (a restart without persistence, a flush): generations restart above
 -- anything handed out before (server time in microseconds), and every entry
 -- born before that point counts as invalidated, since the records that
--- could cover it are gone.
+-- could cover it are gone. `seeded` says (1) that this call created it.
+local seeded = 0
 local function clock()
   local c = redis.call('GET', KEYS[2])
   -- The highest generation ever handed out: a clock set back (a restored
@@ -47,6 +48,7 @@ local function clock()
   local seed = tonumber(t[1]) * 1000000 + tonumber(t[2])
   redis.call('SET', KEYS[2], num(seed))
   redis.call('HSET', KEYS[5], 'floor', num(seed), 'pruned', num(seed))
+  seeded = 1
   return seed
 end
 
@@ -143,19 +145,21 @@ return {1, v}
 ///
 /// Raises the horizon to the entry's lifetime, prunes, and stores the value
 /// with `PX` unless a record that could have covered it was pruned (its
-/// born is below `pruned`). Returns 1 when stored, 0 when refused.
+/// born is below `pruned`). Returns `{1, seeded}` when stored, `{0,
+/// seeded}` when refused (`seeded`: 1 when this call found the namespace
+/// empty and started its clock).
 pub(crate) const PUT: &str = concat!(
     common_lua!(),
     r#"
 local c = clock()
 -- A birth after the clock was not handed out here.
-if tonumber(ARGV[4]) > c then return 0 end
+if tonumber(ARGV[4]) > c then return {0, seeded} end
 local lifetime = tonumber(ARGV[3])
 if lifetime > meta('horizon') then redis.call('HSET', KEYS[5], 'horizon', num(lifetime)) end
 prune(now_ms(), tonumber(ARGV[5]), tonumber(ARGV[6]))
-if tonumber(ARGV[4]) < meta('pruned') then return 0 end
+if tonumber(ARGV[4]) < meta('pruned') then return {0, seeded} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+return {1, seeded}
 "#
 );
 
@@ -164,7 +168,7 @@ return 1
 ///
 /// Ticks the clock, records every hash at the new generation, prunes,
 /// publishes `generation (u64 BE) .. hashes` on the channel for near caches,
-/// and returns the new generation.
+/// and returns `{generation, seeded}`.
 ///
 /// Flagged `allow-oom` (Redis 7): a flush must be recorded even when Redis
 /// is full and refuses every other write (`maxmemory-policy noeviction`).
@@ -187,18 +191,18 @@ end
 prune(now, tonumber(ARGV[1]), tonumber(ARGV[2]))
 local msg = struct.pack('>I4I4', math.floor(g / 4294967296), g % 4294967296)
 redis.call('PUBLISH', ARGV[3], msg .. table.concat(ARGV, '', 4))
-return g
+return {g, seeded}
 "#
 );
 
-/// `generation`: KEYS = (unused), clock, idx, idx_t, meta. Returns the
-/// clock, seeding it when missing.
+/// `generation`: KEYS = (unused), clock, idx, idx_t, meta. Returns
+/// `{clock, seeded}`, seeding the clock when missing.
 /// Flagged `allow-oom` like `invalidate`: a read whose origin call begins
 /// must learn its generation when Redis is full.
 pub(crate) const GENERATION: &str = concat!(
     "#!lua flags=allow-oom\n",
     common_lua!(),
-    "\nreturn clock()\n"
+    "\nlocal c = clock()\nreturn {c, seeded}\n"
 );
 
 /// Every script, to load them all at once.
