@@ -1694,3 +1694,57 @@ async fn a_waiter_is_not_answered_304_for_validators_it_never_sent() {
     }
     assert_eq!(calls.get(), 2, "one revalidation for all three");
 }
+
+/// Found by `overlapping_programs_keep_the_promises` (a background
+/// refresh still at the origin while time moved on): an entry's age
+/// counted the origin's delay twice. RFC 9111 (section 4.2.3) counts an
+/// entry's age from its arrival, starting at its age on arrival (its `Age`
+/// plus the time the origin took); the cache counted from the read's
+/// start instead. After an origin that took two seconds, a hit on a
+/// 3 s route said `Age: 4` (next to `ttl=1`), and a response with
+/// `max-age=3` was stale one second after it arrived.
+#[tokio::test(start_paused = true)]
+async fn the_origins_delay_counts_once_in_an_entrys_age() {
+    let cache = Cache::builder().clock(Clock::tokio()).build();
+    let calls = support::Hits::default();
+    let c = calls.clone();
+    let slow = move || {
+        let calls = c.clone();
+        async move {
+            calls.bump();
+            tokio::time::sleep(ms(2_000)).await;
+            ([(header::CACHE_CONTROL, "max-age=3")], "slow")
+        }
+    };
+    let app = Router::new()
+        .route("/fixed", get(slow.clone()))
+        .route("/from-headers", get(slow))
+        .layer(
+            CacheLayer::new(&cache)
+                .route("/fixed", ms(3_000))
+                .route("/from-headers", RoutePolicy::from_headers()),
+        );
+    for path in ["/fixed", "/from-headers"] {
+        let start = tokio::time::Instant::now();
+        let miss = send(&app, support::read(path)).await;
+        assert_eq!(
+            miss.cache_status(),
+            "tower-response-cache; fwd=miss; stored"
+        );
+        assert_eq!(start.elapsed(), ms(2_000), "the origin took its time");
+        let hit = send(&app, support::read(path)).await;
+        assert_eq!(
+            (hit.cache_status(), hit.header("age")),
+            ("tower-response-cache; hit; ttl=1", Some("2")),
+            "{path} as it arrived"
+        );
+        tokio::time::advance(ms(1_000)).await;
+        let later = send(&app, support::read(path)).await;
+        assert!(
+            !later.is_hit(),
+            "{path} past its 3 s: {}",
+            later.cache_status()
+        );
+    }
+    assert_eq!(calls.get(), 4);
+}
