@@ -359,8 +359,9 @@ fn age_secs(headers: &HeaderMap) -> u64 {
 /// The times an entry gets when it is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timing {
-    /// When the response was generated: the read's start less its age on
-    /// arrival (RFC 9111, section 4.2.3).
+    /// When the response's age was zero: its arrival less its age on
+    /// arrival (RFC 9111, section 4.2.3), so that its age now is its age on
+    /// arrival plus the time it has been held.
     pub(crate) born_ms: u64,
     pub(crate) fresh_until_ms: u64,
     pub(crate) stale_while_revalidate_until_ms: u64,
@@ -432,7 +433,9 @@ impl Freshness {
         let apparent = date_ms.map_or(0, |d| response_ms.saturating_sub(d));
         let corrected =
             (age_secs(headers) * 1000).saturating_add(response_ms.saturating_sub(request_ms));
-        let born_ms = request_ms.saturating_sub(apparent.max(corrected));
+        // `corrected` holds the origin's delay: counted from the arrival, so
+        // that the delay counts once (no later than the read's start).
+        let born_ms = response_ms.saturating_sub(apparent.max(corrected));
         let lifetime_ms = match self.mode {
             Mode::Fixed => {
                 // The route's TTL counts from the read's start.
@@ -640,7 +643,8 @@ mod tests {
         let t = f
             .timing(StatusCode::OK, &h, at, Duration::ZERO, Grace::default())
             .unwrap();
-        assert_eq!(t.born_ms, 1_000_000 - 12_000);
+        // Aged 12 s when it arrived (its Age and the 2 s it took).
+        assert_eq!(t.born_ms, 1_002_000 - 12_000);
         assert_eq!(t.fresh_until_ms, t.born_ms + 60_000);
         // A huge Age, or a list whose first member is large: stale on
         // arrival. An invalid one is ignored; of a list, the first member.

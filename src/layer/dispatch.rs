@@ -397,7 +397,9 @@ where
             counters: &miss.route.stats,
         };
         if let Ok(Found::Fresh(entry)) = miss.cache.find(probe).await {
-            let not_modified = validators_match(&entry, req.headers());
+            // The client's own validators: `req` may carry those of a
+            // stale entry, put there to revalidate it with the origin.
+            let not_modified = validators_match(&entry, &miss.request_headers);
             let response = respond(
                 &entry,
                 now_ms,
