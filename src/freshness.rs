@@ -671,7 +671,7 @@ mod tests {
             &["0", "7200"],
             &["0, 0"],
         ] {
-            assert_eq!(timing(fresh).born_ms, at.request_ms - 2_000, "{fresh:?}");
+            assert_eq!(timing(fresh).born_ms, at.response_ms - 2_000, "{fresh:?}");
         }
     }
 
