@@ -2,11 +2,12 @@
 //!
 //! Random programs of GETs, HEADs, PUTs and DELETEs by three users (one
 //! anonymous, two signed in), changes to the data behind the cache's back,
-//! programmatic prefix and tag flushes, origin outages and time steps run
-//! against a real axum `Router` with `InvalidateOn` and `CacheLayer` in
-//! front of handlers that read a versioned in-memory database. Every
-//! answer names what the origin read: the path, the user, the data's
-//! version, when it was read, and a sequence number taken at the read.
+//! programmatic prefix and tag flushes, origin outages, slow origins and
+//! time steps run against a real axum `Router` with `InvalidateOn` and
+//! `CacheLayer` in front of handlers that read a versioned in-memory
+//! database. Every answer names what the origin read: the path, the user,
+//! the data's version, when it was read, and a sequence number taken at the
+//! read.
 //!
 //! Every answer is checked against the promises (`check_read`):
 //!
@@ -153,7 +154,8 @@ const DASH: &str = "/dash";
 /// `/items`: a fixed TTL, tagged `list`.
 const LIST_TTL: u64 = 4_000;
 /// `/items/{id}`: a fixed TTL and stale-while-revalidate; the handler tags
-/// its answers `item:{id}`.
+/// its answers `item:{id}`. Its origin is never slow (`Op::Slow`), so that
+/// no background refresh is still at the origin when the next step runs.
 const ITEM_TTL: u64 = 3_000;
 const ITEM_SWR: u64 = 2_000;
 /// `/items/{id}/reviews`: scoped per user, a fixed TTL and stale-if-error.
@@ -164,6 +166,10 @@ const REVIEWS_SIE: u64 = 3_000;
 /// that a stale entry is kept this long (the crate's default) and
 /// revalidated.
 const DASH_KEEP: u64 = 600_000;
+
+fn swr_route(path: &str) -> bool {
+    matches!(path, "/items/1" | "/items/2")
+}
 
 fn dash_max_age_ms(version: u64) -> u64 {
     (1 + version % 3) * 1_000
@@ -352,6 +358,8 @@ struct App {
     reads: Arc<AtomicU64>,
     writes: Arc<AtomicU64>,
     outage: Arc<AtomicBool>,
+    /// Milliseconds a read takes at the origin (see `Op::Slow`).
+    delay: Arc<AtomicU64>,
 }
 
 impl App {
@@ -363,6 +371,7 @@ impl App {
             reads: Arc::default(),
             writes: Arc::default(),
             outage: Arc::default(),
+            delay: Arc::default(),
         }
     }
 
@@ -402,6 +411,12 @@ async fn origin_read(State(app): State<App>, uri: Uri, headers: HeaderMap) -> Re
     let seq = app.tick();
     let at = app.clock.now_ms();
     jitter(&headers, 1).await;
+    if let (TestClock::Tokio(_), false) = (&app.clock, swr_route(path)) {
+        let delay = app.delay.load(SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(ms(delay)).await;
+        }
+    }
     let stamp = format!("path={path} user={} v={v} at={at} seq={seq}", user.name());
     let mut res = Response::new(Body::from(stamp.clone()));
     res.headers_mut()
@@ -517,6 +532,10 @@ enum Op {
     FlushTag(&'static str),
     /// The reviews origin answers 503 (`true`) or recovers.
     Outage(bool),
+    /// From now on, a read takes this many milliseconds at the origin (on
+    /// tokio's paused clock, which moves meanwhile; not on the manual
+    /// clock of the overlapping runs, nor on `/items/{id}`).
+    Slow(u64),
     /// Milliseconds.
     Advance(u64),
 }
@@ -538,6 +557,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => prop::sample::select(&PREFIXES[..]).prop_map(Op::FlushPrefix),
         1 => prop::sample::select(&TAGS[..]).prop_map(Op::FlushTag),
         1 => any::<bool>().prop_map(Op::Outage),
+        1 => prop_oneof![Just(0u64), Just(300), Just(1_500), Just(2_500)].prop_map(Op::Slow),
         4 => step.prop_map(Op::Advance),
     ]
 }
@@ -855,6 +875,10 @@ async fn perform(
             app.outage.store(on, SeqCst);
             Ok(Done::Other)
         }
+        Op::Slow(by) => {
+            app.delay.store(by, SeqCst);
+            Ok(Done::Other)
+        }
         Op::Advance(_) => unreachable!("time steps are the runners' business"),
     }
 }
@@ -900,8 +924,12 @@ fn check_read(r: &Read, acks: &[Ack]) -> Result<(), String> {
             ));
         }
     }
-    // 4. Never past TTL plus grace.
-    if from_cache(&r.kind) {
+    // 4. Never past TTL plus grace. (A revalidated answer is the origin's
+    // word in this very exchange: it answers its request however old.)
+    if from_cache(&r.kind) && r.age.is_none() {
+        return Err(format!("{who}: served ({}) without an Age", r.kind));
+    }
+    if from_cache(&r.kind) && r.kind != "revalidated" {
         let spec = spec(r.path);
         let ttl = spec.ttl_ms.unwrap_or_else(|| dash_max_age_ms(r.stamp.v));
         let bound = match r.kind.as_str() {
@@ -917,15 +945,11 @@ fn check_read(r: &Read, acks: &[Ack]) -> Result<(), String> {
                 r.kind, r.stamp
             ));
         }
-        match r.age {
-            Some(a) if a * 1000 < bound => {}
-            Some(a) => {
-                return Err(format!(
-                    "{who}: served ({}) with Age {a}, past its TTL plus grace ({bound} ms)",
-                    r.kind
-                ))
-            }
-            None => return Err(format!("{who}: served ({}) without an Age", r.kind)),
+        if let Some(a) = r.age.filter(|a| a * 1000 >= bound) {
+            return Err(format!(
+                "{who}: served ({}) with Age {a}, past its TTL plus grace ({bound} ms)",
+                r.kind
+            ));
         }
     }
     Ok(())
@@ -1020,6 +1044,8 @@ struct Model {
     revalidations: u64,
     revalidated: u64,
     outage: bool,
+    /// What a read takes at the origin (`Op::Slow`).
+    delay: u64,
 }
 
 /// The last invalidation of one target.
@@ -1070,18 +1096,19 @@ impl Model {
             .map(|(_, r)| r)
     }
 
-    /// The entry an origin read of `version` makes now.
-    fn entry(&self, path: &'static str, version: u64) -> Entry {
+    /// The entry an origin read of `version` begun `at` makes (its age
+    /// counts from there: the origin's delay is in its age on arrival).
+    fn entry(&self, path: &'static str, version: u64, at: u64) -> Entry {
         let s = spec(path);
         let (ttl, keep) = match s.ttl_ms {
             Some(ttl) => (ttl, s.swr_ms.max(s.sie_ms)),
             None => (dash_max_age_ms(version), DASH_KEEP),
         };
-        let fresh_until = self.now + ttl;
+        let fresh_until = at + ttl;
         Entry {
             path,
             version,
-            at: self.now,
+            at,
             born: self.generation,
             fresh_until,
             swr_until: fresh_until + s.swr_ms,
@@ -1117,6 +1144,10 @@ impl Model {
                 self.outage = on;
                 None
             }
+            Op::Slow(by) => {
+                self.delay = by;
+                None
+            }
             Op::Advance(by) => {
                 self.now += by;
                 None
@@ -1130,7 +1161,9 @@ impl Model {
         let version = db.get(data_key(path, user));
         let failing = path == REVIEWS && self.outage;
         let origin_status = if failing { 503 } else { 200 };
+        // The read's start; an origin call ends `delay` later.
         let now = self.now;
+        let delay = if swr_route(path) { 0 } else { self.delay };
         let answer = |kind: &str, v: u64, at: u64, status: u16| Expect {
             kind: kind.to_owned(),
             v,
@@ -1144,6 +1177,7 @@ impl Model {
         };
         if let Some(reason) = bypass {
             self.reads += 1;
+            self.now += delay;
             let tally = self.tally.entry(s.pattern).or_default();
             *tally.bypasses.entry(reason).or_default() += 1;
             return answer(&format!("bypass:{reason}"), version, now, origin_status);
@@ -1182,18 +1216,19 @@ impl Model {
                     self.refreshes += 1;
                     self.reads += 1;
                     tally.stores += 1;
-                    self.store(key, self.entry(path, version));
+                    self.store(key, self.entry(path, version, now));
                 }
                 answer("stale-while-revalidate", e.version, e.at, 200)
             }
             stale => {
                 tally.misses += 1;
                 self.reads += 1;
+                self.now += delay;
                 match stale {
                     Some(e) if !head && e.validator => {
                         self.revalidations += 1;
                         tally.stores += 1;
-                        self.store(key, self.entry(path, version));
+                        self.store(key, self.entry(path, version, now));
                         if e.version == version {
                             // 304: the entry freshened, the client answered
                             // from it.
@@ -1204,7 +1239,8 @@ impl Model {
                             answer("stored", version, now, 200)
                         }
                     }
-                    Some(e) if failing && now < e.sie_until => {
+                    // Judged when the origin's failure arrives.
+                    Some(e) if failing && self.now < e.sie_until => {
                         tally.stale += 1;
                         answer("stale-if-error", e.version, e.at, 200)
                     }
@@ -1218,7 +1254,7 @@ impl Model {
                     }
                     _ => {
                         tally.stores += 1;
-                        self.store(key, self.entry(path, version));
+                        self.store(key, self.entry(path, version, now));
                         answer("stored", version, now, 200)
                     }
                 }
