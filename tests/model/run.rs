@@ -103,8 +103,9 @@ pub async fn sequential(program: &[Op]) -> Result<Vec<String>, String> {
     Ok(kinds)
 }
 
-/// Runs a program in overlapping groups on a multi-thread runtime, the
-/// cache on a manual clock moved between groups.
+/// Runs a program in overlapping groups (each request a task of its own,
+/// on whichever runtime runs this), the cache on a manual clock moved
+/// between groups; checks every read once its group has ended.
 pub async fn overlapping(program: Overlapping) -> Result<(), String> {
     let clock = ManualClock::new();
     let cache = Cache::builder().clock(clock.clone()).build();
