@@ -25,9 +25,9 @@
 //! rounds that take the cases in turn, so that a moment when the machine is
 //! busy slows every case of a round alike, and the median of the rounds.
 //! Besides requests per second it reports CPU time per request (from
-//! `/proc/thread-self/schedstat`, on Linux) and how much of the time the
-//! two threads really ran at once: on a machine shared with other work,
-//! two threads may take turns on one core, and then nothing is contended.
+//! `/proc/thread-self/schedstat`, on Linux) and how many cores the two
+//! threads had between them: on a machine shared with other work, two
+//! threads may take turns on one core, and then little is contended.
 //!
 //! ```text
 //! cargo bench --bench hit_threads
@@ -263,10 +263,7 @@ fn main() {
         let [plain, plain_cpu, busy] = at(0, threads);
         let both = match threads {
             1 => String::new(),
-            _ => format!(
-                "; both threads ran {:.0}% of the time",
-                100.0 * (busy - 1.0).clamp(0.0, 1.0)
-            ),
+            _ => format!("; the threads had {busy:.2} cores between them"),
         };
         println!(
             "  {threads} thread(s): plain {:.2} M/s, {plain_cpu:.0} ns of CPU per request{both}",
@@ -293,9 +290,9 @@ fn main() {
     }
     let (shared, own) = (4, 5);
     println!(
-        "a counter every thread bumps, against one per thread (CPU ns per bump; both threads \
-         ran {:.0}% of the time):",
-        100.0 * (at(shared, 2)[2] - 1.0).clamp(0.0, 1.0),
+        "a counter every thread bumps, against one per thread (CPU ns per bump; two threads \
+         had {:.2} cores between them):",
+        at(shared, 2)[2],
     );
     for threads in [1, 2] {
         println!(
