@@ -195,21 +195,23 @@ fn main() {
     let cases: [Case<'_>; 6] = [
         ("plain", &|i, n| requests(&plain, &route[i], n), per_thread),
         (
-            "hot route",
+            "hot-route",
             &|i, n| requests(&cached, &route[i], n),
             per_thread,
         ),
-        ("hot URL", &|_, n| requests(&cached, &url, n), per_thread),
+        ("hot-url", &|_, n| requests(&cached, &url, n), per_thread),
         (
-            "hot route, one clone",
+            "hot-route-one-clone",
             &|i, n| requests_one_clone(&cached, &route[i], n),
             per_thread,
         ),
-        ("shared counter", &|_, n| bump(&counters.shared.0, n), bumps),
-        ("own counter", &|i, n| bump(&counters.own[i].0, n), bumps),
+        ("shared-counter", &|_, n| bump(&counters.shared.0, n), bumps),
+        ("own-counter", &|i, n| bump(&counters.own[i].0, n), bumps),
     ];
 
+    // Without plots: drawing them takes longer than the measurements.
     let mut criterion = Criterion::default()
+        .without_plots()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
