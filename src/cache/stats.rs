@@ -1,7 +1,15 @@
 //! Hit, miss, store and bypass counters, and their snapshots.
+//!
+//! A hit's count is striped ([`Striped`]): a hit is the one request whose
+//! whole cost is the cache's own work, and on a server with many cores one
+//! hot route would otherwise have every core write the same cache line
+//! (`docs/many-cores.md` in the repository). The other counters come with
+//! an origin call or a store write, which costs far more than a line moving
+//! between cores.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// Why a request was not answered from the cache, or why a response was
 /// not stored. The token is what `Cache-Status` says after `detail=` and
@@ -168,18 +176,63 @@ impl Event {
     }
 }
 
+/// Stripes of a [`Striped`] counter: threads take them in turn, so that
+/// with up to this many busy threads none shares a stripe, and with more
+/// (64 cores) a few share each rather than all one.
+const STRIPES: usize = 16;
+
+/// A counter in stripes, each on cache lines of its own, bumped on the
+/// calling thread's stripe and summed when read: exact (every bump is an
+/// atomic add) and, read after read, never going back.
+#[derive(Debug, Default)]
+pub(crate) struct Striped([Stripe; STRIPES]);
+
+/// 128 bytes: CPUs that fetch cache lines in pairs (adjacent-line
+/// prefetch) would otherwise share a pair between two stripes.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+thread_local! {
+    /// This thread's stripe (`usize::MAX` until its first bump).
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The stripe the next thread to bump takes.
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+impl Striped {
+    #[inline]
+    pub(crate) fn add(&self) {
+        let i = STRIPE.with(|stripe| match stripe.get() {
+            i @ 0..STRIPES => i,
+            _ => {
+                let i = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
+                stripe.set(i);
+                i
+            }
+        });
+        self.0[i].0.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+}
+
 /// Live counters, of one route pattern (shared by every layer naming it)
 /// or of the events of no route.
 ///
 /// Aligned to cache lines, so that counters bumped on every request share
 /// no line with anything else (their `Arc`'s reference count included).
+/// The hits (2 KiB of stripes) come first.
 #[derive(Debug, Default)]
-#[repr(align(64))]
+#[repr(align(128))]
 pub(crate) struct Counters {
+    pub(crate) hits: Striped,
     /// The route pattern ("" for the totals).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) pattern: std::sync::Arc<str>,
-    pub(crate) hits: AtomicU64,
     pub(crate) stale: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
@@ -207,7 +260,7 @@ impl Counters {
     #[inline]
     pub(crate) fn record(&self, event: Event) {
         let counter = match event {
-            Event::Hit => &self.hits,
+            Event::Hit => return self.hits.add(),
             Event::Stale => &self.stale,
             Event::Miss => &self.misses,
             Event::Coalesced => &self.coalesced,
@@ -235,7 +288,7 @@ impl Counters {
             }
         }
         Counts {
-            hits: self.hits.load(Relaxed),
+            hits: self.hits.sum(),
             stale: self.stale.load(Relaxed),
             misses: self.misses.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
@@ -397,4 +450,27 @@ pub struct Stats {
     pub flights_full: u64,
     /// Hits over hits plus misses, over every route.
     pub hit_ratio: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn striped_hits_are_exact_whatever_the_threads() {
+        let counters = Counters::default();
+        std::thread::scope(|s| {
+            for _ in 0..2 * STRIPES + 3 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        counters.record(Event::Hit);
+                    }
+                });
+            }
+        });
+        counters.record(Event::Hit);
+        let expected = (2 * STRIPES as u64 + 3) * 1000 + 1;
+        assert_eq!(counters.snapshot().hits, expected);
+        assert_eq!(counters.snapshot().misses, 0);
+    }
 }
