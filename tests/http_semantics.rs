@@ -74,6 +74,15 @@ fn headers_layer(cache: &Cache, policy: RoutePolicy) -> CacheLayer {
     CacheLayer::new(cache).route("/r", policy)
 }
 
+/// The origin calls `times` reads of `/r`, a second apart, make on a fresh
+/// cache with `policy`.
+async fn origin_calls(script: Script, policy: RoutePolicy, times: usize) -> usize {
+    let cache = Cache::builder().build();
+    let origin = Origin::default();
+    let app = origin.router(script, headers_layer(&cache, policy));
+    reads(&app, &origin, times, SEC).await
+}
+
 /// Reads `/r` `n` times, `step` apart; the origin calls made.
 async fn reads(app: &Router, origin: &Origin, times: usize, step: Duration) -> usize {
     for _ in 0..times {
@@ -240,10 +249,7 @@ async fn no_store_and_private_refuse_in_both_modes_and_any_status_with_freshness
             ],
         )
     };
-    let cache = Cache::builder().build();
-    let origin = Origin::default();
-    let app = origin.router(found, headers_layer(&cache, RoutePolicy::from_headers()));
-    assert_eq!(reads(&app, &origin, 3, SEC).await, 1);
+    assert_eq!(origin_calls(found, RoutePolicy::from_headers(), 3).await, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -322,10 +328,7 @@ async fn age_counts_what_the_response_had_on_arrival() {
             ],
         )
     };
-    let cache = Cache::builder().build();
-    let origin = Origin::default();
-    let app = origin.router(huge, headers_layer(&cache, RoutePolicy::from_headers()));
-    assert_eq!(reads(&app, &origin, 3, SEC).await, 3);
+    assert_eq!(origin_calls(huge, RoutePolicy::from_headers(), 3).await, 3);
 }
 
 /// An origin with an ETag, answering 304 when it is sent back.
