@@ -221,17 +221,22 @@ async fn redis_connections_killed_mid_reply() {
     let traffic = fleet.traffic();
     fleet.until_caching(HITS).await;
 
-    // Every client connection killed every 10 ms, until each instance has
-    // had calls cut under it and writes were answered meanwhile (bounded).
+    // Every client connection killed, again and again, until each instance
+    // has had calls cut under it and writes were answered meanwhile
+    // (bounded). Between two kills, both instances get a hit through (so
+    // each kill cuts calls under way on connections that work, rather than
+    // keeping a starved machine from ever finishing one), and a few ms
+    // more, so that kills land at varying points of the traffic.
     let writes = traffic.writes();
-    for _ in 0..1000 {
+    for k in 0..500 {
         if fleet.both().iter().all(|i| i.store.resent_calls() >= 5)
             && traffic.writes() >= writes + 10
         {
             break;
         }
         fleet.redis.command("CLIENT KILL TYPE normal", ":").await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        fleet.until_caching(1).await;
+        tokio::time::sleep(Duration::from_millis(k % 10)).await;
     }
     each(&fleet, "calls sent again", |i| i.store.resent_calls() >= 5);
 
