@@ -86,8 +86,9 @@ async fn any_host_shares_entries_across_the_names_of_one_site() {
     assert_eq!(alias.text(), "home of example.com");
 }
 
-#[tokio::test(start_paused = true)]
-async fn new_variants_of_one_url_never_wait_for_each_other() {
+/// A greeting in the request's language, varying on it, from a slow origin
+/// (300 ms on tokio's paused clock) whose calls are counted.
+fn greeting() -> (Cache, Hits, Router) {
     let cache = Cache::builder().build();
     let calls = Hits::default();
     let counted = calls.clone();
@@ -97,7 +98,6 @@ async fn new_variants_of_one_url_never_wait_for_each_other() {
             get(move |headers: http::HeaderMap| {
                 counted.bump();
                 async move {
-                    // A slow origin, on tokio's paused clock.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     let lang = headers
                         .get("accept-language")
@@ -109,6 +109,12 @@ async fn new_variants_of_one_url_never_wait_for_each_other() {
             }),
         )
         .layer(CacheLayer::new(&cache).ttl(MIN));
+    (cache, calls, app)
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_variants_of_one_url_never_wait_for_each_other() {
+    let (cache, calls, app) = greeting();
     // The URL is known to vary once one response is stored.
     send(&app, get_with("/greeting", "accept-language", "en")).await;
     let started = tokio::time::Instant::now();
@@ -149,26 +155,7 @@ async fn new_variants_of_one_url_never_wait_for_each_other() {
 
 #[tokio::test(start_paused = true)]
 async fn variants_of_a_url_not_yet_known_to_vary_never_wait_for_each_other() {
-    let cache = Cache::builder().build();
-    let calls = Hits::default();
-    let counted = calls.clone();
-    let app = Router::new()
-        .route(
-            "/greeting",
-            get(move |headers: http::HeaderMap| {
-                counted.bump();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    let lang = headers
-                        .get("accept-language")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    ([("vary", "accept-language")], format!("hello in {lang}"))
-                }
-            }),
-        )
-        .layer(CacheLayer::new(&cache).ttl(MIN));
+    let (_cache, calls, app) = greeting();
     // Nothing is stored yet: the first request leads, the others wait for
     // it until its response says it varies, then each goes for its own
     // variant at once; the two asking for French share one origin call.
