@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
+use super::body::declared_length;
 use super::classify::client_uri;
 use super::respond::respond;
 use super::CacheBody;
@@ -379,28 +380,6 @@ impl Miss {
                 ..EntryParts::default()
             },
         }))
-    }
-}
-
-/// The length a response declares for its body: its `Content-Length`
-/// (every value the same number), else its body's exact size hint.
-/// `Err` when the two disagree or `Content-Length` cannot be read.
-fn declared_length<B: http_body::Body>(response: &Response<B>) -> Result<Option<u64>, ()> {
-    let mut declared = None;
-    for value in response.headers().get_all(header::CONTENT_LENGTH) {
-        let n = std::str::from_utf8(value.as_bytes())
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or(())?;
-        if declared.replace(n).is_some_and(|d| d != n) {
-            return Err(());
-        }
-    }
-    let exact = response.body().size_hint().exact();
-    match (declared, exact) {
-        (Some(d), Some(e)) if d != e => Err(()),
-        (Some(d), _) => Ok(Some(d)),
-        (None, e) => Ok(e),
     }
 }
 
