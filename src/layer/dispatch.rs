@@ -383,7 +383,9 @@ where
             Join::Leader(flight) => {
                 miss.flight = Some(flight);
                 miss.read_ahead = true;
-                break Outcome::Pass;
+                // The URL's leader may have stored this very variant
+                // already: the store is asked first.
+                break Outcome::Stored;
             }
             Join::Pass => break Outcome::Pass,
         }
@@ -407,6 +409,10 @@ where
                 not_modified,
                 headers::collapsed(),
             );
+            if let Some(flight) = miss.flight.take() {
+                // Its own waiters (if any came meanwhile) find it too.
+                flight.finish(Outcome::Stored, 0);
+            }
             miss.cache.record(Some(&miss.route.stats), Event::Collapsed);
             tracing::debug!(key = %miss.key.full, outcome = "collapsed", "cache decision");
             return Ok(response);
