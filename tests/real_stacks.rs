@@ -716,7 +716,7 @@ async fn a_miss_goes_out_in_as_many_writes_as_the_same_response_uncached() {
     let addr = axum::serve::Listener::local_addr(&listener).unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let client = client();
-    let mut writes_for = async |path: &str| {
+    let writes_for = async |path: &str| {
         let before = writes.load(Ordering::SeqCst);
         let seen = fetch(&client, addr, "GET", path, &[]).await;
         assert_eq!(seen.body.len(), 1024, "{path}");
