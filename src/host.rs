@@ -6,7 +6,7 @@ use crate::key::KeyError;
 
 /// The bytes a host (a name, an IP literal, a port) may hold.
 #[inline]
-fn host_byte(c: u8) -> bool {
+const fn host_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']' | b'_')
 }
 
@@ -28,17 +28,44 @@ fn split_port(host: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
+/// The bytes of a host as keys hold it: [`host_byte`]s but upper case.
+static NORMAL_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = host_byte(b) && !b.is_ascii_uppercase();
+        c += 1;
+    }
+    table
+};
+
 /// Whether a host is as keys hold it already: lower-case, without a
-/// default port or a trailing dot, of the bytes a host may hold.
+/// default port or a trailing dot, of the bytes a host may hold. One pass
+/// over the bytes (this runs on every hit of a layer that keys hosts),
+/// with the port found as [`split_port`] finds it: after the first `:`
+/// that follows the last `]`.
 #[inline]
 pub(crate) fn is_normal_host(host: &str) -> bool {
-    host.bytes()
-        .all(|c| host_byte(c) && !c.is_ascii_uppercase())
-        && split_port(host).is_some_and(|(name, port)| {
-            !name.is_empty()
-                && !name.ends_with('.')
-                && port.is_none_or(|p| !matches!(p, "" | "80" | "443"))
-        })
+    let bytes = host.as_bytes();
+    let mut colon = None;
+    for (i, &c) in bytes.iter().enumerate() {
+        if !NORMAL_BYTE[usize::from(c)] {
+            return false;
+        }
+        match c {
+            b']' => colon = None,
+            b':' if colon.is_none() => colon = Some(i),
+            _ => {}
+        }
+    }
+    let (name, port) = match colon {
+        None => (bytes, None),
+        Some(i) => (&bytes[..i], Some(&bytes[i + 1..])),
+    };
+    let port_ok =
+        port.is_none_or(|p| p.iter().all(u8::is_ascii_digit) && !matches!(p, b"" | b"80" | b"443"));
+    port_ok && !name.is_empty() && name.last() != Some(&b'.')
 }
 
 /// A host as keys hold it: ASCII lower-case, without a default port
@@ -66,6 +93,28 @@ pub(crate) fn normal_host(host: &str) -> Result<String, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every string of up to five bytes from the bytes that matter: the
+    /// one-pass check says a host is normal exactly when normalising it
+    /// gives it back.
+    #[test]
+    fn a_host_is_normal_exactly_when_normalising_keeps_it() {
+        let alphabet = b"aZ.:[]8043- \x80";
+        let mut host = Vec::new();
+        fn each(host: &mut Vec<u8>, alphabet: &[u8], left: usize) {
+            let text = String::from_utf8_lossy(host);
+            let normal = normal_host(&text).is_ok_and(|n| n == text);
+            assert_eq!(is_normal_host(&text), normal, "{text:?}");
+            if left > 0 {
+                for &c in alphabet {
+                    host.push(c);
+                    each(host, alphabet, left - 1);
+                    host.pop();
+                }
+            }
+        }
+        each(&mut host, alphabet, 5);
+    }
 
     #[test]
     fn hosts_are_keyed_in_one_form() {

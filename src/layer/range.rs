@@ -92,10 +92,13 @@ pub(crate) fn answer<B>(entry: &Entry, now_ms: u64, range: Ranged) -> Response<C
             *response.body_mut() = CacheBody::stored(slice);
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let value = format!("bytes {first}-{last}/{len}");
-            response.headers_mut().insert(
+            let out = response.headers_mut();
+            out.insert(
                 header::CONTENT_RANGE,
                 HeaderValue::try_from(value).expect("digits are a valid value"),
             );
+            // The part's length, not the whole's.
+            out.insert(header::CONTENT_LENGTH, HeaderValue::from(last - first + 1));
             response
         }
         Ranged::Unsatisfiable | Ranged::Other => {

@@ -10,7 +10,7 @@ use http::{Response, StatusCode};
 use super::future::FromEntry;
 use super::CacheBody;
 use crate::headers;
-use crate::store::{Entry, ResponseHead};
+use crate::store::{Entry, ResponseHead, Shape};
 
 /// The headers a 304 carries from the stored response (RFC 9110,
 /// section 15.4.5).
@@ -54,9 +54,16 @@ pub(crate) fn respond<B>(
         CacheBody::stored(entry.body().clone())
     };
     let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
-    if let (false, false, Some((ready, etag))) = (head, not_modified, entry.ready_head()) {
-        let etag = etag.clone();
-        return from_ready_head(ready, etag, age, cache_status, status, body);
+    if let (false, false, Some(ready)) = (head, not_modified, entry.ready_head()) {
+        let etag = ready.etag.cloned();
+        let length = entry.content_length();
+        return match (ready.shape, etag) {
+            (Shape::Full, Some(etag)) => {
+                let values = [etag, age, cache_status, length];
+                from_ready_head(ready.head, values, status, body)
+            }
+            (_, etag) => from_lean_head(ready.head, etag, [age, length], status, body),
+        };
     }
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -69,10 +76,10 @@ pub(crate) fn respond<B>(
             out.append(name.clone(), value.clone());
         }
     }
-    // A full body states its own length (its size hint is exact, and
-    // hyper writes it). HEAD and 304 say the full representation's (RFC
-    // 9110, sections 8.6 and 9.3.2).
-    if (head || not_modified) && entry.status() != StatusCode::NO_CONTENT {
+    // The full representation's length, for a full body as for HEAD and
+    // 304 (RFC 9110, sections 8.6 and 9.3.2): said here, nothing outside
+    // (axum's router, from the body's size) has to add it to the map.
+    if entry.status() != StatusCode::NO_CONTENT {
         out.append(header::CONTENT_LENGTH, entry.content_length());
     }
     out.append(header::AGE, age);
@@ -102,16 +109,25 @@ pub(crate) fn respond_hit<B>(
         (FromEntry::Fresh, false) => entry.ready_head(),
         _ => None,
     };
-    let Some((ready, etag)) = ready else {
+    let Some(ready) = ready else {
         return respond_other(&entry, now_ms, head, made);
     };
-    let cache_status = hit_status(&entry, now_ms);
+    let (head, status) = (ready.head, entry.status());
+    if let (Shape::Full, Some(etag)) = (ready.shape, ready.etag) {
+        let cache_status = hit_status(&entry, now_ms);
+        let body = CacheBody::stored(entry.body().clone());
+        let etag = etag.clone();
+        let length = entry.content_length();
+        let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
+        drop(entry);
+        return from_ready_head(head, [etag, age, cache_status, length], status, body);
+    }
     let body = CacheBody::stored(entry.body().clone());
-    let etag = etag.clone();
-    let status = entry.status();
+    let etag = ready.etag.cloned();
+    let length = entry.content_length();
     let age = headers::age(now_ms.saturating_sub(entry.born_ms()) / 1000);
     drop(entry);
-    from_ready_head(ready, etag, age, cache_status, status, body)
+    from_lean_head(head, etag, [age, length], status, body)
 }
 
 /// Any answer from an entry in its general form: a HEAD, a 304, a stale
@@ -135,13 +151,12 @@ fn respond_other<B>(
 }
 
 /// The usual full response: a copy of the ready head with its status and
-/// its last three values (`ETag`, `Age`, `Cache-Status`) set in place.
+/// its last four values (`ETag`, `Age`, `Cache-Status`, `Content-Length`)
+/// set in place.
 #[inline(always)]
 fn from_ready_head<B>(
     ready: &'static ResponseHead,
-    etag: HeaderValue,
-    age: HeaderValue,
-    cache_status: HeaderValue,
+    [etag, age, cache_status, length]: [HeaderValue; 4],
     status: StatusCode,
     body: CacheBody<B>,
 ) -> Response<CacheBody<B>> {
@@ -149,10 +164,42 @@ fn from_ready_head<B>(
     parts.status = status;
     let mut values = parts.headers.values_mut();
     values.next();
-    if let (Some(e), Some(a), Some(c)) = (values.next(), values.next(), values.next()) {
-        (*e, *a, *c) = (etag, age, cache_status);
+    if let (Some(e), Some(a), Some(c), Some(l)) =
+        (values.next(), values.next(), values.next(), values.next())
+    {
+        (*e, *a, *c, *l) = (etag, age, cache_status, length);
     }
-    debug_assert!(values.next().is_none(), "a ready head holds four headers");
+    debug_assert!(values.next().is_none(), "a ready head holds five headers");
+    Response::from_parts(parts, body)
+}
+
+/// The same in the lean profile: the values after the `Content-Type` are
+/// the origin's `ETag` (when it sent one), `Age` and `Content-Length`.
+#[inline]
+fn from_lean_head<B>(
+    ready: &'static ResponseHead,
+    etag: Option<HeaderValue>,
+    [age, length]: [HeaderValue; 2],
+    status: StatusCode,
+    body: CacheBody<B>,
+) -> Response<CacheBody<B>> {
+    let mut parts = ready.clone();
+    parts.status = status;
+    let mut values = parts.headers.values_mut();
+    values.next();
+    match etag {
+        Some(etag) => {
+            if let (Some(e), Some(a), Some(l)) = (values.next(), values.next(), values.next()) {
+                (*e, *a, *l) = (etag, age, length);
+            }
+        }
+        None => {
+            if let (Some(a), Some(l)) = (values.next(), values.next()) {
+                (*a, *l) = (age, length);
+            }
+        }
+    }
+    debug_assert!(values.next().is_none(), "a lean head's values are set");
     Response::from_parts(parts, body)
 }
 
@@ -210,7 +257,8 @@ mod tests {
             ),
             (header::ETAG, etag.clone()),
         ]);
-        // A GET's body states its length; a HEAD says it in the header.
+        // A GET says its length as a HEAD does (the usual GET last, from
+        // its ready head).
         assert_eq!(
             head(&usual, false),
             [
@@ -218,6 +266,7 @@ mod tests {
                 "etag: \"e\"",
                 "age: 2",
                 "cache-status: tower-response-cache; hit; ttl=57",
+                "content-length: 5",
             ]
         );
         assert_eq!(

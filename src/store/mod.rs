@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use entry::{Entry, EntryBuilder};
-pub(crate) use entry::{EntryParts, ResponseHead};
+pub(crate) use entry::{EntryParts, ResponseHead, Shape};
 pub use error::{ConfigError, StoreError, StoreErrorKind};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]

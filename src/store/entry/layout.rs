@@ -84,13 +84,36 @@ pub(crate) type ResponseHead = http::response::Parts;
 /// `ETag`, as a static the entry's headers can borrow.
 pub(super) static ETAG: HeaderName = header::ETAG;
 
-/// For each common `Content-Type`, the head of the usual hit, made once:
-/// a response head whose headers are that `Content-Type`, then `ETag`,
-/// `Age` and `Cache-Status` with empty values to be set by position.
-/// Cloning it copies the names and their hashes rather than hashing each
-/// name into a new map, and gives the response its head in one piece.
-static READY_HEADS: [OnceLock<ResponseHead>; COMMON_VALUES.len()] =
-    [const { OnceLock::new() }; COMMON_VALUES.len()];
+/// For each common `Content-Type` and each [`Shape`], the head of the
+/// usual hit, made once: a response head whose headers are that
+/// `Content-Type`, then those the shape adds, then `Content-Length`, with
+/// empty values to be set by position. The length is in the head so that
+/// nothing outside (axum's router, which sets it from the body's size)
+/// adds a header to the copy: the copy has room for its own headers only,
+/// and a sixth makes it grow. Cloning it copies the names and their hashes rather than
+/// hashing each name into a new map, and gives the response its head in
+/// one piece.
+static READY_HEADS: [[OnceLock<ResponseHead>; COMMON_VALUES.len()]; 3] =
+    [const { [const { OnceLock::new() }; COMMON_VALUES.len()] }; 3];
+
+/// Which headers a ready head has after its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `ETag`, `Age`, `Cache-Status`: the default profile.
+    Full = 0,
+    /// `ETag`, `Age`: the lean profile, the origin having sent an `ETag`.
+    LeanTagged = 1,
+    /// `Age` alone: the lean profile, no `ETag`.
+    Lean = 2,
+}
+
+/// A ready head and the values an answer sets in it.
+pub(crate) struct Ready<'a> {
+    pub(crate) head: &'static ResponseHead,
+    /// The entry's `ETag`, when the shape has one.
+    pub(crate) etag: Option<&'a HeaderValue>,
+    pub(crate) shape: Shape,
+}
 
 impl Entry {
     /// Lays the parts out: one buffer for the body, the `Content-Length`
@@ -257,28 +280,40 @@ impl Entry {
     }
 
     /// The head of a full response from this entry, ready to clone, with
-    /// its `ETag`, `Age` and `Cache-Status` values (the last three) to be
-    /// set by position: for the usual entry, a common `Content-Type` and an
+    /// the values its [`Shape`] adds to be set by position: for the usual
+    /// entry, a common `Content-Type` and (in the default profile) an
     /// `ETag`; `None` for any other.
     #[inline]
-    pub(crate) fn ready_head(&self) -> Option<(&'static ResponseHead, &HeaderValue)> {
-        if self.lean {
+    pub(crate) fn ready_head(&self) -> Option<Ready<'_>> {
+        let i = usize::from(self.common_headers).checked_sub(1)?;
+        if self.status == http::StatusCode::NO_CONTENT {
+            // No `Content-Length` (RFC 9110, section 8.6).
             return None;
         }
-        let etag = self.etag.as_ref()?;
-        let i = usize::from(self.common_headers).checked_sub(1)?;
-        let head = READY_HEADS[i].get_or_init(|| {
+        let etag = self.etag.as_ref();
+        let shape = match (self.lean, etag) {
+            (false, Some(_)) => Shape::Full,
+            (false, None) => return None,
+            (true, Some(_)) => Shape::LeanTagged,
+            (true, None) => Shape::Lean,
+        };
+        let head = READY_HEADS[shape as usize][i].get_or_init(|| {
             let empty = HeaderValue::from_static("");
-            let mut head = HeaderMap::with_capacity(4);
+            let mut head = HeaderMap::with_capacity(5);
             head.append(header::CONTENT_TYPE, COMMON_VALUES[i].clone());
-            head.append(header::ETAG, empty.clone());
+            if shape != Shape::Lean {
+                head.append(header::ETAG, empty.clone());
+            }
             head.append(header::AGE, empty.clone());
-            head.append(crate::headers::CACHE_STATUS.clone(), empty);
+            if shape == Shape::Full {
+                head.append(crate::headers::CACHE_STATUS.clone(), empty.clone());
+            }
+            head.append(header::CONTENT_LENGTH, empty);
             let (mut parts, ()) = http::Response::new(()).into_parts();
             parts.headers = head;
             parts
         });
-        Some((head, etag))
+        Some(Ready { head, etag, shape })
     }
 }
 

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 
 pub use builder::EntryBuilder;
 pub(crate) use builder::EntryParts;
-pub(crate) use layout::ResponseHead;
+pub(crate) use layout::{ResponseHead, Shape};
 use layout::{COMMON_HEADERS, ETAG};
 
 /// A stored response, with what invalidation needs to judge it: the path it
