@@ -79,7 +79,7 @@ struct Config {
     diag: bool,
 }
 
-const DEFAULT_SECS: u64 = 1;
+const DEFAULT_SECS: u64 = 2;
 const DEFAULT_ROUNDS: u32 = 8;
 const DEFAULT_CONNECTIONS: u32 = 64;
 const DEFAULT_FILL: u64 = 100_000;
