@@ -46,16 +46,16 @@ port=$(awk '/LISTENING/ {print $2}' "$out/listening")
 get() {
     local path=$1 count=$2 urls=()
     for _ in $(seq "$count"); do urls+=("http://127.0.0.1:$port$path"); done
-    curl -sf -o /dev/null "${urls[@]}"
+    curl -sf "${urls[@]}" >/dev/null
 }
 
 first=""
 for route in "${routes[@]}"; do
     path="/$route/1k"
     get "$path" 20 # warm: the first stores, and the connection's buffers grow
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     get "$path" "$n"
-    callgrind_control -d "$route" "$pid" >/dev/null
+    callgrind_control -d "$route" "$pid" >/dev/null 2>&1
     dump=$(grep -al "^desc: Trigger: dump $route\$" "$out"/cg.* | tail -1)
     total=$(awk '/^summary:/ {print $2}' "$dump")
     per=$((total / n))
