@@ -120,13 +120,11 @@ pub(crate) fn not_modified(
     etag: Option<&HeaderValue>,
     last_modified: Option<&HeaderValue>,
 ) -> bool {
-    if let Some(inm) = request.get(header::IF_NONE_MATCH) {
-        let (Ok(inm), Some(etag)) = (inm.to_str(), etag.and_then(|e| e.to_str().ok())) else {
-            return false;
-        };
-        let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
-        let mine = bare(etag);
-        return inm.split(',').any(|t| t.trim() == "*" || bare(t) == mine);
+    let mut inm = request.get_all(header::IF_NONE_MATCH).iter().peekable();
+    if inm.peek().is_some() {
+        let Some(etag) = etag else { return false };
+        let mine = opaque_tag(etag.as_bytes().trim_ascii());
+        return inm.any(|line| tag_list_matches(line.as_bytes(), mine));
     }
     let (Some(ims), Some(lm)) = (request.get(header::IF_MODIFIED_SINCE), last_modified) else {
         return false;
@@ -137,6 +135,44 @@ pub(crate) fn not_modified(
             .and_then(|s| httpdate::parse_http_date(s).ok())
     };
     matches!((parse(ims), parse(lm)), (Some(ims), Some(lm)) if lm <= ims)
+}
+
+/// An entity tag without its weakness mark: `W/"x"` and `"x"` are the same
+/// tag to the weak comparison `If-None-Match` uses (RFC 9110, 8.8.3.2).
+fn opaque_tag(tag: &[u8]) -> &[u8] {
+    tag.strip_prefix(b"W/").unwrap_or(tag)
+}
+
+/// The members of one `If-None-Match` line, in order: `*` or entity tags
+/// (with their `W/`), separated by commas. Read member by member, since a
+/// tag may itself hold a comma (`"a,b"`); where the line stops being such
+/// a list, the members stop, so nothing after that point counts.
+pub(crate) fn tag_list(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = line;
+    std::iter::from_fn(move || {
+        rest = rest.trim_ascii_start();
+        while let [b',', tail @ ..] = rest {
+            rest = tail.trim_ascii_start();
+        }
+        let weak = usize::from(rest.starts_with(b"W/")) * 2;
+        let len = match rest.get(weak..) {
+            Some([b'*', ..]) if weak == 0 => 1,
+            Some([b'"', tag @ ..]) => weak + 2 + tag.iter().position(|&c| c == b'"')?,
+            _ => return None,
+        };
+        let (member, tail) = rest.split_at(len);
+        if !matches!(tail.trim_ascii_start(), [] | [b',', ..]) {
+            rest = b"";
+            return None;
+        }
+        rest = tail;
+        Some(member)
+    })
+}
+
+/// Whether one `If-None-Match` line holds `*` or `mine`, an opaque tag.
+fn tag_list_matches(line: &[u8], mine: &[u8]) -> bool {
+    tag_list(line).any(|member| member == b"*" || opaque_tag(member) == mine)
 }
 
 /// Where the `ETag`s the cache gives stored responses that have none come
@@ -257,6 +293,39 @@ pub(crate) fn small_number(n: usize) -> Option<HeaderValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_none_match_is_read_tag_by_tag() {
+        let holds =
+            |line: &str, tag: &str| tag_list_matches(line.as_bytes(), opaque_tag(tag.as_bytes()));
+        assert!(holds("\"a\"", "\"a\""));
+        assert!(holds("W/\"a\"", "\"a\""));
+        assert!(holds("\"a\"", "W/\"a\""));
+        assert!(holds(" \"x\" , \"a,b\"", "\"a,b\""));
+        assert!(holds(",,\"x\",\"a\",", "\"a\""));
+        assert!(holds("*", "\"anything\""));
+        assert!(holds(" * ", "\"anything\""));
+        // A comma inside a tag does not split it.
+        assert!(!holds("\"a,b\"", "\"a\""));
+        assert!(!holds("\"a,b\"", "\"b\""));
+        // Not a list of tags: nothing past where it stops being one.
+        for line in [
+            "a",
+            "\"a",
+            "\"x\" junk, \"a\"",
+            "*x",
+            "W/",
+            "",
+            "\"x\"\"a\"",
+        ] {
+            assert!(!holds(line, "\"a\""), "{line:?}");
+        }
+        let members: Vec<&[u8]> = tag_list(b" \"a,b\" ,, W/\"c\", * ,").collect();
+        assert_eq!(members, [&b"\"a,b\""[..], b"W/\"c\"", b"*"]);
+        // Bytes past ASCII are opaque bytes like any other.
+        let tag = b"\"\xc3\xa9\"";
+        assert!(tag_list_matches(tag, tag));
+    }
 
     #[test]
     fn vary_star_and_lists() {

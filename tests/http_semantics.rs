@@ -779,3 +779,43 @@ async fn a_shared_cache_answers_stale_for_a_minute_when_the_upstream_fails() {
     tokio::time::advance(60 * SEC).await;
     assert_eq!(send(&app, read("/r")).await.status, StatusCode::BAD_GATEWAY);
 }
+
+#[tokio::test]
+async fn if_none_match_is_read_as_a_list_of_tags_over_all_its_lines() {
+    let cache = Cache::builder().build();
+    let app = Router::new()
+        .route(
+            "/t",
+            get(|| async { ([("etag", "\"a,b\"")], "tagged with a comma") }),
+        )
+        .layer(CacheLayer::new(&cache).ttl(60 * SEC));
+    send(&app, read("/t")).await;
+    let asking = |lines: &[&str]| {
+        let mut req = read("/t");
+        for line in lines {
+            req.headers_mut()
+                .append("if-none-match", line.parse().unwrap());
+        }
+        send(&app, req)
+    };
+    // A tag may hold a comma: it is one tag, matched whole.
+    assert_eq!(
+        asking(&["\"x\", \"a,b\""]).await.status,
+        StatusCode::NOT_MODIFIED
+    );
+    assert_eq!(
+        asking(&["W/\"a,b\""]).await.status,
+        StatusCode::NOT_MODIFIED
+    );
+    // Any line of the field may hold it.
+    assert_eq!(
+        asking(&["\"x\"", "\"a,b\""]).await.status,
+        StatusCode::NOT_MODIFIED
+    );
+    // Neither half of it, nor a list that is not one, earns a 304.
+    for lines in [&["\"a\", \"b\""][..], &["\"a,b"], &["junk \"a,b\""]] {
+        let seen = asking(lines).await;
+        assert_eq!(seen.status, StatusCode::OK, "{lines:?}");
+        assert_eq!(seen.text(), "tagged with a comma");
+    }
+}

@@ -55,20 +55,22 @@ pub(crate) fn drop_computed_tags(request: &mut HeaderMap) {
     {
         return;
     }
-    let kept: Vec<String> = request
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|tag| !tag.is_empty() && !tag.starts_with("W/\"trc-"))
-        .map(str::to_owned)
-        .collect();
-    request.remove(header::IF_NONE_MATCH);
-    if let Ok(value) = HeaderValue::try_from(kept.join(", ")) {
-        if !kept.is_empty() {
-            request.insert(header::IF_NONE_MATCH, value);
+    // Read tag by tag (a tag may hold a comma); what is not a list of tags
+    // is not sent on.
+    let mut kept: Vec<u8> = Vec::new();
+    for line in request.get_all(header::IF_NONE_MATCH) {
+        for tag in headers::tag_list(line.as_bytes()) {
+            if !tag.starts_with(b"W/\"trc-") {
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b", ");
+                }
+                kept.extend_from_slice(tag);
+            }
         }
+    }
+    request.remove(header::IF_NONE_MATCH);
+    if let (false, Ok(value)) = (kept.is_empty(), HeaderValue::from_bytes(&kept)) {
+        request.insert(header::IF_NONE_MATCH, value);
     }
 }
 
@@ -185,4 +187,25 @@ pub(crate) fn only_if_cached<B>() -> Response<CacheBody<B>> {
         HeaderValue::from_static("tower-response-cache; fwd=miss; detail=only-if-cached"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_computed_tags_are_dropped_each_tag_whole() {
+        let mut request = HeaderMap::new();
+        for line in ["\"a,b\", W/\"trc-0123\"", "W/\"v\"", "W/\"trc-x,y\""] {
+            request.append(header::IF_NONE_MATCH, line.parse().unwrap());
+        }
+        drop_computed_tags(&mut request);
+        let sent: Vec<_> = request.get_all(header::IF_NONE_MATCH).iter().collect();
+        assert_eq!(sent, ["\"a,b\", W/\"v\""]);
+        // Nothing of the origin's left: no field at all.
+        let mut request = HeaderMap::new();
+        request.insert(header::IF_NONE_MATCH, "W/\"trc-1\"".parse().unwrap());
+        drop_computed_tags(&mut request);
+        assert!(request.get(header::IF_NONE_MATCH).is_none());
+    }
 }
