@@ -170,9 +170,12 @@ pub(crate) fn tag_list(line: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Whether one `If-None-Match` line holds `*` or `mine`, an opaque tag.
+/// Whether one `If-None-Match` line holds `*` or `mine`, an opaque tag; or
+/// is, whole, the tag the entry holds when that is not well formed (an
+/// origin's `abc` or `W"abc"`, repeated by the client as it was given).
 fn tag_list_matches(line: &[u8], mine: &[u8]) -> bool {
     tag_list(line).any(|member| member == b"*" || opaque_tag(member) == mine)
+        || opaque_tag(line.trim_ascii()) == mine
 }
 
 /// Where the `ETag`s the cache gives stored responses that have none come
@@ -308,6 +311,11 @@ mod tests {
         // A comma inside a tag does not split it.
         assert!(!holds("\"a,b\"", "\"a\""));
         assert!(!holds("\"a,b\"", "\"b\""));
+        // A tag that is not well formed matches itself, whole.
+        for odd in ["abc", "W\"abc\"", "w/\"abc\"", "W/\"a\\\"b\""] {
+            assert!(holds(odd, odd), "{odd:?}");
+            assert!(!holds(&format!("\"x\", {odd}"), odd), "{odd:?}");
+        }
         // Not a list of tags: nothing past where it stops being one.
         for line in [
             "a",
